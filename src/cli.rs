@@ -1,0 +1,152 @@
+//! The command line (clap derive). Parsing only: turning these raw values into a checked
+//! [`Config`](crate::config::Config) is `config`'s job, so every refusal is one line naming the flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::util::{cpus, duration};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tern",
+    version,
+    about = "A thread-per-core TLS termination proxy for Linux (io_uring).",
+    long_about = "A thread-per-core TLS termination proxy for Linux (io_uring).\n\n\
+        tern accepts TLS 1.3/1.2 connections, decrypts them on one pinned worker per CPU, and \
+        forwards the plaintext to your backends.\n\nTry it: tern demo",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve https://127.0.0.1:8443 with a generated certificate and a built-in HTTP backend.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Address to accept TLS on, e.g. 0.0.0.0:443 or [::]:443 (repeatable; :443 means all IPv4).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// Certificate chain (PEM), leaf first.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Private key for --cert (PEM: PKCS#8, RSA or EC; ECDSA, RSA and Ed25519 keys).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// One PEM file holding the chain and the key (as hitch and HAProxy take it).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["cert", "key"])]
+    pub pem: Option<PathBuf>,
+    /// Backend to forward to, HOST:PORT (repeatable: round-robin per worker, next on failure).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub backend: Vec<String>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Address the demo serves on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    pub listen: Vec<String>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Flags shared by a normal run and `tern demo`.
+#[derive(Args, Debug)]
+pub struct Tuning {
+    /// tcp: decrypt and pump bytes unchanged. http: HTTP/1.1-aware (not built yet).
+    #[arg(long, value_enum, default_value_t = Mode::Tcp)]
+    pub mode: Mode,
+    /// Worker threads, each pinned to one CPU [default: one per CPU this process may run on].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// CPUs to pin workers to, e.g. 0,2-5 [default: every CPU this process may run on].
+    #[arg(long, value_name = "LIST", value_parser = parse_cores)]
+    pub cores: Option<CpuList>,
+    /// Most connections open at once, shared out over the workers; past it a new connection
+    /// is closed at once. auto = (open-file limit - 64) / 2.
+    #[arg(long, value_name = "N", default_value = "auto", value_parser = parse_max_conns)]
+    pub max_conns: MaxConns,
+    /// Time a client has to complete the TLS handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
+    pub handshake_timeout: Duration,
+    /// Close a connection after this long without a byte either way (0 = never).
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = duration::parse)]
+    pub idle_timeout: Duration,
+    /// Time to connect to a backend before trying the next.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
+    pub connect_timeout: Duration,
+    /// On SIGTERM/SIGINT, time open connections get to finish before tern exits.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse)]
+    pub drain_timeout: Duration,
+    /// ALPN protocols to offer, most preferred first, e.g. http/1.1 [default: none].
+    #[arg(long, value_name = "PROTO,...", value_delimiter = ',')]
+    pub alpn: Vec<String>,
+    /// TLS session resumption (TLS 1.3 tickets, TLS 1.2 session cache).
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub tickets: Toggle,
+    /// More log output (-v debug: one line per connection error, -vv trace).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Tcp,
+    Http,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    On,
+    Off,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxConns {
+    Auto,
+    Limit(usize),
+}
+
+fn parse_cores(s: &str) -> Result<CpuList, String> {
+    cpus::parse_list(s).map(CpuList)
+}
+
+fn parse_max_conns(s: &str) -> Result<MaxConns, String> {
+    if s == "auto" {
+        return Ok(MaxConns::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (or auto)".into()),
+        Ok(n) => Ok(MaxConns::Limit(n)),
+        Err(_) => Err(format!("'{s}' is not a number (or auto)")),
+    }
+}
+
+impl Tuning {
+    /// Log level from -v/-q: 0 warn, 1 info (default), 2 debug, 3+ trace.
+    pub fn verbosity(&self) -> u8 {
+        if self.quiet {
+            0
+        } else {
+            1 + self.verbose
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The control thread: raises limits, binds the listeners, starts one pinned worker per CPU,
+//! then waits for signals. TERM/INT drain (a second one exits at once); it talks to workers by
+//! message only and reads their counters for its log lines.
+
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{error, info, warn};
+
+use crate::cli::MaxConns;
+use crate::config::Config;
+use crate::stats::{Totals, WorkerStats};
+use crate::worker::{self, Control, Driver};
+
+/// Why tern could not run: a bad configuration (exit 2) or a runtime failure (exit 1).
+#[derive(Debug)]
+pub enum RunError {
+    Config(String),
+    Runtime(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Config(_) => 2,
+            RunError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Config(m) | RunError::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Blocks the signals the control thread waits for. Call first in `main`, before any thread
+/// starts, so every thread inherits the mask and only `sigtimedwait` here sees them.
+pub fn block_signals() {
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        let set = signal_set();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Waits up to `timeout` for one of the blocked signals.
+fn wait_signal(timeout: Duration) -> Option<i32> {
+    let set = signal_set();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: set and ts are valid; a null siginfo pointer is allowed.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the soft limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                return rl.rlim_max;
+            }
+        }
+        rl.rlim_cur
+    }
+}
+
+/// Each proxied connection holds two descriptors (client and backend); keep some spare.
+fn max_conns(setting: MaxConns, nofile: u64) -> usize {
+    let auto = (nofile.saturating_sub(64) / 2).max(1) as usize;
+    match setting {
+        MaxConns::Auto => auto,
+        MaxConns::Limit(n) => {
+            if n > auto {
+                warn!(max_conns = n, open_file_limit = nofile, "--max-conns is above what the open-file limit allows; accepts will back off when descriptors run out");
+            }
+            n
+        }
+    }
+}
+
+/// Splits `total` over `workers` so that the shares add up to `total` exactly.
+pub fn shares(total: usize, workers: usize) -> Vec<usize> {
+    (0..workers)
+        .map(|i| total / workers + usize::from(i < total % workers))
+        .collect()
+}
+
+/// Why io_uring cannot be used, or None when it can.
+fn io_uring_unavailable() -> Option<String> {
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2")
+    {
+        return Some("kernel.io_uring_disabled=2".into());
+    }
+    if monoio::utils::detect_uring() {
+        return None;
+    }
+    // detect_uring says no: ask the kernel directly for a precise cause.
+    let mut params = [0u8; 120]; // struct io_uring_params
+                                 // SAFETY: io_uring_setup with a zeroed params struct of the kernel's size; any fd returned
+                                 // is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+        if std::env::var_os("MONOIO_FORCE_LEGACY_DRIVER").is_some() {
+            return Some("MONOIO_FORCE_LEGACY_DRIVER is set".into());
+        }
+        return Some("the kernel lacks io_uring operations tern needs".into());
+    }
+    Some(format!(
+        "io_uring_setup failed: {}",
+        std::io::Error::last_os_error()
+    ))
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    // Every worker binds its own socket to the same address; the kernel spreads connections.
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// One listener per worker per address. The first bind resolves port 0 to a real port, which
+/// every other worker then shares through SO_REUSEPORT.
+fn bind_all(
+    addrs: &[SocketAddr],
+    workers: usize,
+) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>), RunError> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in addrs {
+        let fail =
+            |e: std::io::Error| RunError::Config(format!("--listen {addr}: cannot listen: {e}"));
+        let first = bind(addr).map_err(fail)?;
+        let real = first.local_addr().map_err(fail)?;
+        per_worker[0].push(first);
+        for listeners in per_worker.iter_mut().skip(1) {
+            listeners.push(bind(real).map_err(fail)?);
+        }
+        bound.push(real);
+    }
+    Ok((bound, per_worker))
+}
+
+/// Runs tern until it is told to stop. `on_ready` sees the bound addresses once every worker
+/// serves (the demo prints its curl line there).
+pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunError> {
+    let nofile = raise_nofile_limit();
+    let total = max_conns(cfg.max_conns, nofile);
+    let n = cfg.cpus.len();
+    let driver = match io_uring_unavailable() {
+        None => Driver::IoUring,
+        Some(why) => {
+            warn!("io_uring is not available ({why}); falling back to the epoll driver");
+            Driver::Legacy
+        }
+    };
+    let (bound, mut listeners) = bind_all(&cfg.listen, n)?;
+    let backends: Arc<[SocketAddr]> = cfg.backends.clone().into();
+    let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::new(WorkerStats::default())).collect();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut controls = Vec::new();
+    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    for (id, (&cpu, share)) in cfg.cpus.iter().zip(shares(total, n)).enumerate() {
+        let (tx, rx) = flume::bounded(4);
+        controls.push(tx);
+        let spec = worker::Spec {
+            id,
+            cpu,
+            driver,
+            listeners: std::mem::take(&mut listeners[id]),
+            tls: cfg.tls.clone(),
+            backends: backends.clone(),
+            settings: cfg.settings.clone(),
+            max_conns: share,
+            drain_timeout: cfg.drain_timeout,
+            stats: stats[id].clone(),
+            control: rx,
+            ready: ready_tx.clone(),
+        };
+        match worker::spawn(spec) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop_all(&controls);
+                return Err(RunError::Runtime(format!("cannot start worker {id}: {e}")));
+            }
+        }
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(msg)) => {
+                stop_all(&controls);
+                return Err(RunError::Runtime(msg));
+            }
+            Err(_) => {
+                stop_all(&controls);
+                return Err(RunError::Runtime(
+                    "a worker did not start within 30s".into(),
+                ));
+            }
+        }
+    }
+    for addr in &bound {
+        info!("listening on {addr}");
+    }
+    info!(
+        workers = n,
+        mode = ?cfg.mode,
+        backends = ?cfg.backends,
+        max_conns = total,
+        "tern ready"
+    );
+    on_ready(&bound);
+    supervise(handles, &controls, &stats, cfg.drain_timeout)
+}
+
+fn stop_all(controls: &[flume::Sender<Control>]) {
+    for c in controls {
+        let _ = c.try_send(Control::Drain);
+    }
+}
+
+fn supervise(
+    handles: Vec<JoinHandle<()>>,
+    controls: &[flume::Sender<Control>],
+    stats: &[Arc<WorkerStats>],
+    drain_timeout: Duration,
+) -> Result<(), RunError> {
+    let mut draining = false;
+    let mut failed = false;
+    loop {
+        if let Some(sig) = wait_signal(Duration::from_millis(200)) {
+            match sig {
+                libc::SIGHUP => warn!("SIGHUP: configuration reload is not supported yet; ignored"),
+                _ if draining => {
+                    warn!("second signal: exiting now without waiting for open connections");
+                    std::process::exit(1);
+                }
+                _ => {
+                    let open = Totals::sum(stats.iter().map(|s| &**s)).open;
+                    info!(
+                        open,
+                        "signal {sig}: no longer accepting; draining for up to {}",
+                        crate::util::duration::show(drain_timeout)
+                    );
+                    draining = true;
+                    stop_all(controls);
+                }
+            }
+        }
+        if handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        if !draining && handles.iter().any(|h| h.is_finished()) {
+            error!("a worker stopped unexpectedly; shutting down");
+            failed = true;
+            draining = true;
+            stop_all(controls);
+        }
+    }
+    for h in handles {
+        if h.join().is_err() {
+            failed = true;
+        }
+    }
+    let t = Totals::sum(stats.iter().map(|s| &**s));
+    info!(
+        accepted = t.accepted,
+        handshakes_ok = t.handshakes_ok,
+        handshakes_failed = t.handshakes_failed,
+        refused_at_limit = t.refused_at_limit,
+        backend_connect_failures = t.backend_connect_failures,
+        bytes_to_backend = t.bytes_to_backend,
+        bytes_to_client = t.bytes_to_client,
+        "stopped"
+    );
+    if failed {
+        return Err(RunError::Runtime("a worker failed".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up() {
+        assert_eq!(shares(10, 3), vec![4, 3, 3]);
+        assert_eq!(shares(1, 2), vec![1, 0]);
+        for (t, w) in [(7, 1), (100, 7), (5, 5)] {
+            assert_eq!(shares(t, w).iter().sum::<usize>(), t);
+        }
+    }
+
+    #[test]
+    fn auto_limit_follows_the_fd_limit() {
+        assert_eq!(max_conns(MaxConns::Auto, 1024), 480);
+        assert_eq!(max_conns(MaxConns::Limit(7), 1024), 7);
+    }
+}

@@ -1,0 +1,48 @@
+//! `tern demo`: the whole terminator on an embedded default, for a newcomer's first minute. A
+//! self-signed certificate for localhost is made in memory, a small HTTP backend starts inside
+//! the process on a loopback port, and tern serves it through the real worker path.
+
+mod backend;
+
+use std::net::SocketAddr;
+
+use crate::cli::DemoArgs;
+use crate::config::Config;
+use crate::control::{self, RunError};
+use crate::tls::{self, certs};
+
+pub fn run(args: &DemoArgs) -> Result<(), RunError> {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| RunError::Runtime(format!("demo: cannot make a certificate: {e}")))?;
+    let key = certs::from_der(
+        vec![generated.cert.der().clone()],
+        tls::PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into()),
+        &tls::provider(),
+    )
+    .map_err(RunError::Runtime)?;
+    // Only the public certificate is written out, so curl can verify the demo without -k.
+    let ca_path = std::env::temp_dir().join(format!("tern-demo-{}.crt", std::process::id()));
+    let ca_written = std::fs::write(&ca_path, generated.cert.pem()).is_ok();
+
+    let backend = backend::start()
+        .map_err(|e| RunError::Runtime(format!("demo: cannot start the demo backend: {e}")))?;
+    let cfg = Config::build(&args.listen, vec![backend], key, &args.tuning)
+        .map_err(|e| RunError::Config(e.0))?;
+    let result = control::run(cfg, |bound: &[SocketAddr]| {
+        for addr in bound {
+            println!("tern demo: https://{addr} -> demo backend http://{backend}");
+            if ca_written && addr.ip().is_loopback() {
+                println!(
+                    "try:  curl --cacert {} https://localhost:{}/",
+                    ca_path.display(),
+                    addr.port()
+                );
+            }
+            println!("  or: curl -k https://{addr}/");
+        }
+        println!("stop with Ctrl-C");
+    });
+    let _ = std::fs::remove_file(&ca_path);
+    result
+}

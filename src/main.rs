@@ -1,0 +1,50 @@
+//! Wiring only: parse, log, run, exit code (0 ok, 1 runtime failure, 2 bad configuration).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tern::cli::{Cli, Command};
+use tern::config::Config;
+use tern::control::{self, RunError};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    // Before any thread exists, so that every thread inherits the blocked set.
+    control::block_signals();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: clap's first line, without its usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("tern: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &cli.command {
+        Some(Command::Demo(args)) => {
+            tern::logging::init(args.tuning.verbosity());
+            tern::demo::run(args)
+        }
+        None => {
+            tern::logging::init(cli.run.tuning.verbosity());
+            Config::from_args(&cli.run)
+                .map_err(|e| RunError::Config(e.0))
+                .and_then(|cfg| control::run(cfg, |_| {}))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

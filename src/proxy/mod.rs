@@ -1,0 +1,49 @@
+//! Per-connection I/O loops. Everything here runs inside one worker's runtime, on that worker's
+//! thread, with that worker's state: no locks, nothing shared with other cores.
+
+pub mod backend;
+mod handshake;
+pub mod l4;
+mod pump;
+mod sock;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::stats::WorkerStats;
+use crate::tls::ServerTls;
+
+pub use backend::Backends;
+
+/// Per-connection knobs, fixed for the life of a worker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub handshake_timeout: Duration,
+    /// Close both sides after this long without a byte either way; `None` never.
+    pub idle_timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    /// Size of each per-connection I/O buffer (one TLS record plus header fits by default).
+    pub buf_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(300)),
+            connect_timeout: Duration::from_secs(5),
+            buf_size: 16 * 1024 + 512,
+        }
+    }
+}
+
+/// What every connection task of one worker shares (by `Rc`: same thread only).
+pub struct ProxyCtx {
+    pub tls: ServerTls,
+    pub backends: Backends,
+    pub settings: Settings,
+    pub stats: Arc<WorkerStats>,
+}
+
+pub type Ctx = Rc<ProxyCtx>;

@@ -1,0 +1,180 @@
+//! Certificate chains and private keys from PEM, checked at start-up so a bad file is one clear
+//! line naming it, never a failed handshake later.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use zeroize::Zeroizing;
+
+/// A PEM file and the name the user knows it by (the flag or config key), for messages.
+#[derive(Clone, Copy, Debug)]
+pub struct PemFile<'a> {
+    pub label: &'a str,
+    pub path: &'a Path,
+}
+
+/// Loads a chain from `cert` and its key from `key` (the two may be the same file, as with
+/// `--pem`), and checks that the key belongs to the first certificate.
+pub fn load(
+    cert: PemFile<'_>,
+    key: PemFile<'_>,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    let cert_pem = read(cert)?;
+    let chain = parse_chain(cert, &cert_pem)?;
+    let key_der = if key.path == cert.path {
+        parse_key(key, &cert_pem)?
+    } else {
+        parse_key(key, &read(key)?)?
+    };
+    from_der(chain, key_der, provider).map_err(|cause| {
+        format!(
+            "{} {} and {} {}: {cause}",
+            cert.label,
+            cert.path.display(),
+            key.label,
+            key.path.display()
+        )
+    })
+}
+
+/// Builds a certified key from DER (used by `tern demo`, whose certificate never touches disk).
+pub fn from_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    match CertifiedKey::from_der(chain, key, provider) {
+        Ok(ck) => Ok(Arc::new(ck)),
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            Err("the private key does not belong to the certificate".into())
+        }
+        Err(e) => Err(format!("unusable key: {e}")),
+    }
+}
+
+// The file may hold a private key: keep it in a buffer that is wiped on drop.
+fn read(file: PemFile<'_>) -> Result<Zeroizing<Vec<u8>>, String> {
+    std::fs::read(file.path)
+        .map(Zeroizing::new)
+        .map_err(|e| format!("cannot read {} {}: {e}", file.label, file.path.display()))
+}
+
+fn parse_chain(file: PemFile<'_>, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} {}: bad PEM: {e}", file.label, file.path.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "{} {} holds no CERTIFICATE block",
+            file.label,
+            file.path.display()
+        ));
+    }
+    Ok(chain)
+}
+
+fn parse_key(file: PemFile<'_>, pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    use rustls::pki_types::pem::Error;
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        Error::NoItemsFound => format!(
+            "{} {} holds no private key (expected a PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)",
+            file.label,
+            file.path.display()
+        ),
+        e => format!("{} {}: bad PEM: {e}", file.label, file.path.display()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn provider() -> CryptoProvider {
+        rustls::crypto::aws_lc_rs::default_provider()
+    }
+
+    fn write(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        p
+    }
+
+    #[test]
+    fn loads_separate_and_combined_pem_for_each_key_type() {
+        let dir = tempfile::tempdir().unwrap();
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ED25519,
+            &rcgen::PKCS_RSA_SHA256,
+        ] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let c = write(dir.path(), "c.pem", &cert.pem());
+            let k = write(dir.path(), "k.pem", &key.serialize_pem());
+            let both = write(
+                dir.path(),
+                "both.pem",
+                &format!("{}{}", cert.pem(), key.serialize_pem()),
+            );
+            let ck = load(
+                PemFile {
+                    label: "--cert",
+                    path: &c,
+                },
+                PemFile {
+                    label: "--key",
+                    path: &k,
+                },
+                &provider(),
+            )
+            .unwrap();
+            assert_eq!(ck.cert.len(), 1);
+            let pem = PemFile {
+                label: "--pem",
+                path: &both,
+            };
+            load(pem, pem, &provider()).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let c = write(dir.path(), "c.pem", &cert.pem());
+        let k = write(dir.path(), "k.pem", &key.serialize_pem());
+        let wrong = write(dir.path(), "wrong.pem", &other.serialize_pem());
+        let junk = write(dir.path(), "junk.pem", "hello\n");
+        let missing = dir.path().join("missing.pem");
+        let f = |label, path| PemFile { label, path };
+
+        let e = load(f("--cert", &missing), f("--key", &k), &provider()).unwrap_err();
+        assert!(
+            e.starts_with("cannot read --cert") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let e = load(f("--cert", &junk), f("--key", &k), &provider()).unwrap_err();
+        assert!(e.contains("--cert") && e.contains("no CERTIFICATE"), "{e}");
+        let e = load(f("--cert", &c), f("--key", &junk), &provider()).unwrap_err();
+        assert!(e.contains("--key") && e.contains("no private key"), "{e}");
+        let e = load(f("--cert", &c), f("--key", &wrong), &provider()).unwrap_err();
+        assert!(e.contains("does not belong"), "{e}");
+    }
+}

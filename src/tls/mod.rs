@@ -1,0 +1,76 @@
+//! TLS behind tern's own small API: certificate loading, per-worker server configs and the
+//! sans-IO [`ServerSession`]. Nothing outside this module calls rustls directly, so the TLS
+//! engine (buffered or unbuffered rustls, kTLS later) can change without touching the proxy.
+
+pub mod certs;
+mod session;
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, ServerSessionMemoryCache,
+};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+pub use session::{Plain, ServerSession, SessionInfo, TlsError};
+
+/// The one crypto provider tern uses (aws-lc-rs), with its default, safe choice of suites and
+/// groups (X25519MLKEM768 first, then X25519, P-256, P-384).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Everything a worker needs to build its server config; immutable and shared by `Arc`.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub key: Arc<CertifiedKey>,
+    /// ALPN protocols offered, most preferred first; empty offers none.
+    pub alpn: Vec<Vec<u8>>,
+    /// Session resumption (TLS 1.3 tickets and the TLS 1.2 session cache).
+    pub resumption: bool,
+}
+
+/// One worker's TLS server side. Each worker builds its own so that the session cache behind it
+/// is that worker's alone: no lock is shared between cores on the handshake path.
+#[derive(Clone)]
+pub struct ServerTls(Arc<ServerConfig>);
+
+impl ServerTls {
+    pub fn new(settings: &TlsSettings) -> Result<ServerTls, TlsError> {
+        server_config(settings).map(ServerTls)
+    }
+
+    /// A fresh session for one accepted connection.
+    pub fn session(&self) -> Result<ServerSession, TlsError> {
+        ServerSession::new(&self.0)
+    }
+}
+
+fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(TlsError::Protocol)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(OneCert(settings.key.clone())));
+    cfg.alpn_protocols = settings.alpn.clone();
+    if settings.resumption {
+        cfg.session_storage = ServerSessionMemoryCache::new(4096);
+    } else {
+        cfg.session_storage = Arc::new(NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
+    }
+    Ok(Arc::new(cfg))
+}
+
+/// Serves one certificate to every client (SNI selection comes with multi-certificate configs).
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

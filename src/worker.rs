@@ -1,0 +1,250 @@
+//! A worker: one thread pinned to one CPU, its own monoio runtime (its own io_uring ring), its
+//! own SO_REUSEPORT listener on every address, its own connections and counters. The control
+//! thread talks to it only by message.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use monoio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::proxy::{self, Backends, ProxyCtx, Settings};
+use crate::stats::WorkerStats;
+use crate::tls::{ServerTls, TlsSettings};
+use crate::util::latch::Latch;
+
+/// Messages from the control thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Stop accepting; let open connections finish within the drain timeout, then exit.
+    Drain,
+}
+
+/// Which I/O driver a worker runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    /// monoio's epoll driver, when io_uring is unavailable.
+    Legacy,
+}
+
+/// Everything a worker thread starts with; sent to it once, by value.
+pub struct Spec {
+    pub id: usize,
+    pub cpu: usize,
+    pub driver: Driver,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub tls: Arc<TlsSettings>,
+    pub backends: Arc<[SocketAddr]>,
+    pub settings: Settings,
+    /// This worker's share of `--max-conns`.
+    pub max_conns: usize,
+    pub drain_timeout: Duration,
+    pub stats: Arc<WorkerStats>,
+    pub control: flume::Receiver<Control>,
+    /// Told once the worker is serving (Ok) or could not start (Err, with the cause).
+    pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
+}
+
+pub fn spawn(spec: Spec) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("tern-w{}", spec.id))
+        .spawn(move || thread_main(spec))
+}
+
+fn thread_main(spec: Spec) {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: spec.cpu }) {
+        warn!(
+            worker = spec.id,
+            cpu = spec.cpu,
+            "could not pin worker to its CPU"
+        );
+    }
+    let ready = spec.ready.clone();
+    let id = spec.id;
+    let fail = |what: &str, e: io::Error| {
+        let _ = ready.send(Err(format!("worker {id}: {what}: {e}")));
+    };
+    // Ring size: enough submission slots for bursts of accepts and I/O on many connections.
+    const ENTRIES: u32 = 4096;
+    match spec.driver {
+        Driver::IoUring => match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(run(spec)),
+            Err(e) => fail("cannot create the io_uring runtime", e),
+        },
+        Driver::Legacy => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .with_entries(ENTRIES)
+            .enable_timer()
+            .build()
+        {
+            Ok(mut rt) => rt.block_on(run(spec)),
+            Err(e) => fail("cannot create the epoll runtime", e),
+        },
+    }
+}
+
+/// Open connections of this worker against its limit.
+struct Gate {
+    open: Cell<usize>,
+    limit: usize,
+    stats: Arc<WorkerStats>,
+}
+
+/// Held by a connection task; gives its slot back when the task ends, however it ends.
+struct Slot(Rc<Gate>);
+
+impl Gate {
+    fn enter(self: &Rc<Self>) -> Option<Slot> {
+        if self.open.get() >= self.limit {
+            return None;
+        }
+        self.open.set(self.open.get() + 1);
+        self.stats.open.inc();
+        Some(Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.stats.open.dec();
+    }
+}
+
+async fn run(spec: Spec) {
+    let tls = match ServerTls::new(&spec.tls) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = spec
+                .ready
+                .send(Err(format!("worker {}: tls config: {e}", spec.id)));
+            return;
+        }
+    };
+    let mut listeners = Vec::new();
+    for l in spec.listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                let _ = spec
+                    .ready
+                    .send(Err(format!("worker {}: listener: {e}", spec.id)));
+                return;
+            }
+        }
+    }
+    let ctx: proxy::Ctx = Rc::new(ProxyCtx {
+        tls,
+        backends: Backends::new(spec.backends, spec.settings.connect_timeout, spec.id),
+        settings: spec.settings,
+        stats: spec.stats.clone(),
+    });
+    let gate = Rc::new(Gate {
+        open: Cell::new(0),
+        limit: spec.max_conns,
+        stats: spec.stats.clone(),
+    });
+    let stop = Rc::new(Latch::default());
+    for listener in listeners {
+        monoio::spawn(accept_loop(
+            spec.id,
+            listener,
+            ctx.clone(),
+            gate.clone(),
+            stop.clone(),
+        ));
+    }
+    info!(
+        worker = spec.id,
+        cpu = spec.cpu,
+        driver = ?spec.driver,
+        max_conns = spec.max_conns,
+        "worker started"
+    );
+    let _ = spec.ready.send(Ok(spec.id));
+
+    // Wait for the control thread; a dropped channel means it is gone, which is a drain too.
+    let _ = spec.control.recv_async().await;
+    stop.set();
+    let deadline = Instant::now() + spec.drain_timeout;
+    if gate.open.get() > 0 {
+        info!(worker = spec.id, open = gate.open.get(), "draining");
+    }
+    while gate.open.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if gate.open.get() > 0 {
+        warn!(
+            worker = spec.id,
+            open = gate.open.get(),
+            "drain timeout: closing the connections still open"
+        );
+    }
+}
+
+async fn accept_loop(
+    id: usize,
+    listener: TcpListener,
+    ctx: proxy::Ctx,
+    gate: Rc<Gate>,
+    stop: Rc<Latch>,
+) {
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let accepted = monoio::select! {
+            _ = stop.wait() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                ctx.stats.accepted.inc();
+                let Some(slot) = gate.enter() else {
+                    ctx.stats.refused_at_limit.inc();
+                    debug!(worker = id, %peer, "at the connection limit: closing");
+                    drop(stream);
+                    continue;
+                };
+                let ctx = ctx.clone();
+                monoio::spawn(async move {
+                    let _slot = slot;
+                    let conn = std::panic::AssertUnwindSafe(proxy::l4::serve(ctx, stream, peer));
+                    if conn.catch_unwind().await.is_err() {
+                        tracing::error!(worker = id, %peer, "connection task panicked; connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning on accept; the
+                // pending connection stays queued until a slot frees up.
+                let resource = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    warn!(
+                        worker = id,
+                        "accept failed: {e}{}",
+                        if resource { " (backing off)" } else { "" }
+                    );
+                    last_warning = Some(Instant::now());
+                }
+                let pause = if resource { 100 } else { 10 };
+                monoio::select! {
+                    _ = stop.wait() => break,
+                    _ = monoio::time::sleep(Duration::from_millis(pause)) => {},
+                }
+            }
+        }
+    }
+    debug!(worker = id, "stopped accepting");
+}
