@@ -93,7 +93,7 @@ impl Config {
     pub fn build(
         listen: &[String],
         backends: Vec<SocketAddr>,
-        key: Arc<rustls::sign::CertifiedKey>,
+        key: Arc<tls::CertifiedKey>,
         t: &Tuning,
     ) -> Result<Config, ConfigError> {
         if t.mode == Mode::Http {
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(cli.run.tuning.verbosity(), 3);
     }
 
-    fn key() -> Arc<rustls::sign::CertifiedKey> {
+    fn key() -> Arc<tls::CertifiedKey> {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         certs::from_der(
             vec![ck.cert.der().clone()],

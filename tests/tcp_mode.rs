@@ -323,3 +323,63 @@ fn workers_start_pinned_on_io_uring_and_all_serve() {
         echo_lockstep(c, 20_000, i as u8);
     }
 }
+
+#[test]
+fn a_backend_reset_reaches_the_client_as_a_reset() {
+    let certs = Certs::new();
+    let backend = backend(|mut s| {
+        let mut buf = [0u8; 5];
+        let _ = s.read_exact(&mut buf);
+        reset_on_close(&s);
+    });
+    let tern = start_tern(&certs, backend, &["-v"]);
+    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
+    s.write_all(b"hello").unwrap();
+    s.flush().unwrap();
+    // A reset, not a clean close_notify: rustls reports the TCP reset as an error.
+    let mut buf = [0u8; 8];
+    let r = s.read(&mut buf);
+    let e = r.expect_err("the backend's reset must not look like a clean close");
+    assert_eq!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset,
+        "{e}\n{}",
+        tern.log_text()
+    );
+}
+
+#[test]
+fn alpn_is_offered_when_asked() {
+    let certs = Certs::new();
+    let tern = start_tern(&certs, echo_backend(), &["--alpn", "h2,http/1.1"]);
+    let mut cfg = (*certs.client(&[&TLS13])).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let s = connect(tern.addr(), &std::sync::Arc::new(cfg)).unwrap();
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // Without --alpn, nothing is negotiated.
+    let tern = start_tern(&certs, echo_backend(), &[]);
+    let mut cfg = (*certs.client(&[&TLS13])).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let s = connect(tern.addr(), &std::sync::Arc::new(cfg)).unwrap();
+    assert_eq!(s.conn.alpn_protocol(), None);
+}
+
+#[test]
+fn a_client_reset_reaches_the_backend_as_a_reset() {
+    let certs = Certs::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let backend = backend(move |mut s| {
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        let _ = tx.send(s.read(&mut buf).map_err(|e| e.kind()));
+    });
+    let tern = start_tern(&certs, backend, &[]);
+    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
+    s.write_all(b"hello").unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(100)); // let "hello" reach the backend first
+    reset_on_close(&s.sock);
+    drop(s);
+    let seen = rx.recv_timeout(WAIT).expect("backend saw nothing");
+    assert_eq!(seen, Err(std::io::ErrorKind::ConnectionReset));
+}

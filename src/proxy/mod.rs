@@ -5,7 +5,7 @@ pub mod backend;
 mod handshake;
 pub mod l4;
 mod pump;
-mod sock;
+mod split;
 
 use std::rc::Rc;
 use std::sync::Arc;

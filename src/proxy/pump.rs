@@ -13,19 +13,15 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, try_join, Either};
 use monoio::buf::IoBuf;
-use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable,
-};
 use monoio::net::TcpStream;
 
 use super::handshake::Carry;
-use super::sock::reset_on_close;
+use super::split::{split, Half};
 use crate::stats::WorkerStats;
 use crate::tls::{Plain, ServerSession, TlsError};
 use crate::util::baton::Baton;
@@ -82,7 +78,7 @@ fn backend_io(e: io::Error) -> Side {
 }
 
 struct Tx {
-    half: OwnedWriteHalf<TcpStream>,
+    half: Half,
     buf: Vec<u8>,
 }
 
@@ -103,11 +99,10 @@ pub async fn run(
     idle: Option<Duration>,
     stats: &WorkerStats,
 ) -> Outcome {
-    let (client_fd, backend_fd) = (client.as_raw_fd(), backend.as_raw_fd());
-    let (crx, ctx) = client.into_split();
-    let (brx, btx) = backend.into_split();
+    let (crx, ctx) = split(client);
+    let (brx, btx) = split(backend);
     // Keep both sockets open past the futures below, to choose how each is closed.
-    let _keep = (crx.0.clone(), brx.0.clone());
+    let (client, backend) = (crx.keep(), brx.keep());
     let pump = Pump {
         tls: RefCell::new(tls),
         client_tx: Baton::new(Tx {
@@ -132,11 +127,11 @@ pub async fn run(
         Some(Ok(_)) => Outcome::Done,
         None => Outcome::Idle,
         Some(Err(Side::Client(f))) => {
-            reset_on_close(backend_fd);
+            backend.reset_on_close();
             Outcome::ClientFailed(f)
         }
         Some(Err(Side::Backend(f))) => {
-            reset_on_close(client_fd);
+            client.reset_on_close();
             Outcome::BackendFailed(f)
         }
     }
@@ -161,8 +156,8 @@ impl Pump<'_> {
     /// Client ciphertext in, plaintext out to the backend.
     async fn client_to_backend(
         &self,
-        mut rx: OwnedReadHalf<TcpStream>,
-        mut backend: OwnedWriteHalf<TcpStream>,
+        mut rx: Half,
+        mut backend: Half,
         carry: Carry,
         mut plain: Vec<u8>,
     ) -> Result<(), Side> {
@@ -184,7 +179,7 @@ impl Pump<'_> {
                         self.touch();
                     }
                     Plain::Closed => {
-                        let _ = backend.shutdown().await;
+                        let _ = backend.shutdown_write();
                         return Ok(());
                     }
                     Plain::Empty => break,
@@ -213,7 +208,7 @@ impl Pump<'_> {
             match res.map_err(client_io)? {
                 // FIN without close_notify: still a half-close to carry through.
                 0 => {
-                    let _ = backend.shutdown().await;
+                    let _ = backend.shutdown_write();
                     return Ok(());
                 }
                 n => (start, end) = (0, n),
@@ -223,11 +218,7 @@ impl Pump<'_> {
     }
 
     /// Backend plaintext in, records out to the client.
-    async fn backend_to_client(
-        &self,
-        mut rx: OwnedReadHalf<TcpStream>,
-        mut buf: Vec<u8>,
-    ) -> Result<(), Side> {
+    async fn backend_to_client(&self, mut rx: Half, mut buf: Vec<u8>) -> Result<(), Side> {
         loop {
             let (res, b) = rx.read(buf).await;
             buf = b;
@@ -236,7 +227,7 @@ impl Pump<'_> {
                 self.tls.borrow_mut().close_notify();
                 let mut tx = self.client_tx.take().await;
                 self.flush_held(&mut tx).await?;
-                let _ = tx.half.shutdown().await;
+                let _ = tx.half.shutdown_write();
                 return Ok(());
             }
             self.touch();

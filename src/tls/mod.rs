@@ -15,6 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+pub use rustls::sign::CertifiedKey;
 pub use session::{Plain, ServerSession, SessionInfo, TlsError};
 
 /// The one crypto provider tern uses (aws-lc-rs), with its default, safe choice of suites and

@@ -31,6 +31,11 @@ impl Tern {
     }
 
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Tern {
+        if let Ok(out) = std::env::var("TERN_STRACE") {
+            let mut a = vec!["-f", "-o", out.as_str(), env!("CARGO_BIN_EXE_tern")];
+            a.extend_from_slice(args);
+            return Self::spawn("strace", &a, env);
+        }
         Self::spawn(env!("CARGO_BIN_EXE_tern"), args, env)
     }
 
@@ -340,4 +345,24 @@ pub fn echo_backend() -> SocketAddr {
 pub fn dead_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// SO_LINGER 0: closing `s` then sends RST instead of FIN.
+pub fn reset_on_close(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setting an option on an open socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
 }

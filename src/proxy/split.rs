@@ -1,0 +1,84 @@
+//! Read and write halves of one socket, for the two directions of a connection running as two
+//! futures in one task.
+//!
+//! monoio has `into_split`, but its write half shuts the socket down (FIN) when dropped; a proxy
+//! must choose how each side closes — FIN after a clean end, RST to carry a reset through — so
+//! these halves do nothing on drop. The socket closes when the last half goes.
+
+use std::cell::UnsafeCell;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+
+pub struct Half(Rc<UnsafeCell<TcpStream>>);
+
+pub fn split(stream: TcpStream) -> (Half, Half) {
+    let shared = Rc::new(UnsafeCell::new(stream));
+    (Half(shared.clone()), Half(shared))
+}
+
+impl Half {
+    fn stream(&mut self) -> &mut TcpStream {
+        // SAFETY: one half only reads and the other only writes. monoio's TcpStream read and
+        // write each just clone the descriptor into an independent kernel operation (this is
+        // the contract behind its `Split` marker, which TcpStream implements), so the two
+        // `&mut` never touch the same state; and a worker is single-threaded.
+        unsafe { &mut *self.0.get() }
+    }
+
+    pub fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> + '_ {
+        self.stream().read(buf)
+    }
+
+    pub fn write_all<T: IoBuf + 'static>(
+        &mut self,
+        buf: T,
+    ) -> impl Future<Output = BufResult<usize, T>> + '_ {
+        self.stream().write_all(buf)
+    }
+
+    /// Sends FIN: nothing more will be written.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on our own open socket.
+        match unsafe { libc::shutdown(self.fd(), libc::SHUT_WR) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Arms SO_LINGER with a zero timeout so that closing sends RST instead of FIN: how a
+    /// reset on one side is carried through to the other.
+    pub fn reset_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on our own open socket with a plain struct value.
+        unsafe {
+            libc::setsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        // SAFETY: a shared read of the descriptor number only.
+        unsafe { (*self.0.get()).as_raw_fd() }
+    }
+
+    /// Another handle on the same socket, to keep it open (and set how it closes) after the
+    /// futures owning the halves are gone.
+    pub fn keep(&self) -> Half {
+        Half(self.0.clone())
+    }
+}
