@@ -92,9 +92,13 @@ pub struct Tuning {
     /// ALPN protocols to offer, most preferred first, e.g. http/1.1 [default: none].
     #[arg(long, value_name = "PROTO,...", value_delimiter = ',')]
     pub alpn: Vec<String>,
-    /// TLS session resumption (TLS 1.3 tickets, TLS 1.2 session cache).
+    /// TLS session resumption (stateless tickets, and a TLS 1.2 session cache per worker).
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     pub tickets: Toggle,
+    /// Secret (32+ bytes) to derive ticket keys from, so several tern machines resume each
+    /// other's sessions [default: random per process].
+    #[arg(long, value_name = "FILE")]
+    pub ticket_key_file: Option<PathBuf>,
     /// More log output (-v debug: one line per connection error, -vv trace).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

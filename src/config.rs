@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::cli::{MaxConns, Mode, RunArgs, Toggle, Tuning};
 use crate::proxy::Settings;
 use crate::tls::certs::{self, PemFile};
+use crate::tls::tickets::MasterSecret;
 use crate::tls::{self, TlsSettings};
 use crate::util::cpus;
 
@@ -129,13 +130,31 @@ impl Config {
             }
             alpn.push(p.as_bytes().to_vec());
         }
+        let tickets = match (t.tickets, &t.ticket_key_file) {
+            (Toggle::Off, Some(_)) => {
+                return Err(ConfigError(
+                    "--ticket-key-file: tickets are off (--tickets off)".into(),
+                ))
+            }
+            (Toggle::Off, None) => None,
+            (Toggle::On, None) => Some(MasterSecret::random()?),
+            (Toggle::On, Some(path)) => {
+                let what = format!("--ticket-key-file {}", path.display());
+                let bytes = std::fs::read(path)
+                    .map_err(|e| ConfigError(format!("cannot read {what}: {e}")))?;
+                Some(
+                    MasterSecret::from_bytes(bytes)
+                        .map_err(|e| ConfigError(format!("{what} {e}")))?,
+                )
+            }
+        };
         Ok(Config {
             listen,
             backends,
             tls: Arc::new(TlsSettings {
                 key,
                 alpn,
-                resumption: t.tickets == Toggle::On,
+                tickets: tickets.map(Arc::new),
             }),
             mode: t.mode,
             cpus,
@@ -309,6 +328,17 @@ mod tests {
         assert_eq!(cfg.cpus.len(), 3);
         assert_eq!(cfg.settings.idle_timeout, None);
         assert_eq!(cfg.tls.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
-        assert!(!cfg.tls.resumption);
+        assert!(cfg.tls.tickets.is_none());
+        let e = Config::build(
+            &listen,
+            vec![],
+            key(),
+            &tuning(&["--ticket-key-file", "/nonexistent/k"]),
+        )
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("cannot read --ticket-key-file /nonexistent/k"),
+            "{e}"
+        );
     }
 }

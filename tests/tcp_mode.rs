@@ -383,3 +383,44 @@ fn a_client_reset_reaches_the_backend_as_a_reset() {
     let seen = rx.recv_timeout(WAIT).expect("backend saw nothing");
     assert_eq!(seen, Err(std::io::ErrorKind::ConnectionReset));
 }
+
+fn handshake_kinds(tern: &Tern, cfg: &std::sync::Arc<rustls::ClientConfig>, n: usize) -> Vec<rustls::HandshakeKind> {
+    (0..n)
+        .map(|i| {
+            let mut s = connect(tern.addr(), cfg).unwrap();
+            // A round trip makes the client read the tickets sent after the handshake.
+            echo_lockstep(&mut s, 100, i as u8);
+            s.conn.handshake_kind().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn sessions_resume_on_any_worker() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let certs = Certs::new();
+    let mut args = tern_args(&certs, echo_backend(), &[]);
+    let at = args.iter().position(|a| a == "--workers").unwrap();
+    args[at + 1] = "2".into();
+    let tern = Tern::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for version in [&TLS13, &TLS12] {
+        // One client config = one client session cache, as a browser has.
+        let cfg = certs.client(&[version]);
+        let kinds = handshake_kinds(&tern, &cfg, 12);
+        assert_eq!(kinds[0], Full);
+        // With two workers, connections land on both; every one after the first resumes,
+        // whichever worker issued the ticket.
+        assert!(kinds[1..].iter().all(|k| *k == Resumed), "{version:?}: {kinds:?}");
+    }
+}
+
+#[test]
+fn tickets_off_means_full_handshakes() {
+    use rustls::HandshakeKind::Full;
+    let certs = Certs::new();
+    let tern = start_tern(&certs, echo_backend(), &["--tickets", "off"]);
+    for version in [&TLS13, &TLS12] {
+        let kinds = handshake_kinds(&tern, &certs.client(&[version]), 4);
+        assert!(kinds.iter().all(|k| *k == Full), "{kinds:?}");
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod certs;
 mod session;
+pub mod tickets;
 
 use std::sync::Arc;
 
@@ -29,8 +30,9 @@ pub struct TlsSettings {
     pub key: Arc<CertifiedKey>,
     /// ALPN protocols offered, most preferred first; empty offers none.
     pub alpn: Vec<Vec<u8>>,
-    /// Session resumption (TLS 1.3 tickets and the TLS 1.2 session cache).
-    pub resumption: bool,
+    /// Session resumption: stateless tickets keyed from this secret (TLS 1.3 and 1.2) plus a
+    /// per-worker TLS 1.2 session-ID cache. `None` turns resumption off.
+    pub tickets: Option<Arc<tickets::MasterSecret>>,
 }
 
 /// One worker's TLS server side. Each worker builds its own so that the session cache behind it
@@ -56,8 +58,9 @@ fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> 
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(OneCert(settings.key.clone())));
     cfg.alpn_protocols = settings.alpn.clone();
-    if settings.resumption {
+    if let Some(master) = &settings.tickets {
         cfg.session_storage = ServerSessionMemoryCache::new(4096);
+        cfg.ticketer = Arc::new(tickets::Ticketer::new(master.clone()));
     } else {
         cfg.session_storage = Arc::new(NoServerSessionStorage {});
         cfg.send_tls13_tickets = 0;
