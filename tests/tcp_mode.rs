@@ -384,7 +384,11 @@ fn a_client_reset_reaches_the_backend_as_a_reset() {
     assert_eq!(seen, Err(std::io::ErrorKind::ConnectionReset));
 }
 
-fn handshake_kinds(tern: &Tern, cfg: &std::sync::Arc<rustls::ClientConfig>, n: usize) -> Vec<rustls::HandshakeKind> {
+fn handshake_kinds(
+    tern: &Tern,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    n: usize,
+) -> Vec<rustls::HandshakeKind> {
     (0..n)
         .map(|i| {
             let mut s = connect(tern.addr(), cfg).unwrap();
@@ -410,7 +414,10 @@ fn sessions_resume_on_any_worker() {
         assert_eq!(kinds[0], Full);
         // With two workers, connections land on both; every one after the first resumes,
         // whichever worker issued the ticket.
-        assert!(kinds[1..].iter().all(|k| *k == Resumed), "{version:?}: {kinds:?}");
+        assert!(
+            kinds[1..].iter().all(|k| *k == Resumed),
+            "{version:?}: {kinds:?}"
+        );
     }
 }
 

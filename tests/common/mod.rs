@@ -31,11 +31,6 @@ impl Tern {
     }
 
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Tern {
-        if let Ok(out) = std::env::var("TERN_STRACE") {
-            let mut a = vec!["-f", "-o", out.as_str(), env!("CARGO_BIN_EXE_tern")];
-            a.extend_from_slice(args);
-            return Self::spawn("strace", &a, env);
-        }
         Self::spawn(env!("CARGO_BIN_EXE_tern"), args, env)
     }
 
