@@ -74,24 +74,48 @@ fn thread_main(spec: Spec) {
     // Ring size: enough submission slots for bursts of accepts and I/O on many connections.
     const ENTRIES: u32 = 4096;
     match spec.driver {
-        Driver::IoUring => match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            Ok(mut rt) => rt.block_on(run(spec)),
-            Err(e) => fail("cannot create the io_uring runtime", e),
-        },
+        Driver::IoUring => {
+            let mut last = io::Error::other("no io_uring set-up tried");
+            for (name, setup) in URING_SETUPS {
+                let mut b = io_uring::IoUring::builder();
+                setup(&mut b);
+                match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .uring_builder(b)
+                    .with_entries(ENTRIES)
+                    .enable_timer()
+                    .build()
+                {
+                    Ok(mut rt) => return rt.block_on(run(spec, name)),
+                    Err(e) => last = e,
+                }
+            }
+            fail("cannot create the io_uring runtime", last)
+        }
         Driver::Legacy => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .with_entries(ENTRIES)
             .enable_timer()
             .build()
         {
-            Ok(mut rt) => rt.block_on(run(spec)),
+            Ok(mut rt) => rt.block_on(run(spec, "epoll")),
             Err(e) => fail("cannot create the epoll runtime", e),
         },
     }
 }
+
+/// io_uring set-ups from best to most compatible. A thread-per-core worker is the ring's only
+/// submitter, so the kernel may defer completion work to the moment the worker asks for events
+/// (DEFER_TASKRUN, Linux 6.1) instead of interrupting it; COOP_TASKRUN (5.19) is the next best.
+/// Measured here with 50 keep-alive connections in tcp mode: requests per CPU-second of tern
+/// went from ~50k (plain) to ~75k with either. Kernels that refuse a flag get the next set-up.
+const URING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
+    ("defer-taskrun", |b| {
+        b.setup_single_issuer().setup_defer_taskrun();
+    }),
+    ("coop-taskrun", |b| {
+        b.setup_coop_taskrun();
+    }),
+    ("plain", |_| {}),
+];
 
 /// Open connections of this worker against its limit.
 struct Gate {
@@ -121,7 +145,7 @@ impl Drop for Slot {
     }
 }
 
-async fn run(spec: Spec) {
+async fn run(spec: Spec, setup: &'static str) {
     let tls = match ServerTls::new(&spec.tls) {
         Ok(t) => t,
         Err(e) => {
@@ -168,6 +192,7 @@ async fn run(spec: Spec) {
         worker = spec.id,
         cpu = spec.cpu,
         driver = ?spec.driver,
+        setup,
         max_conns = spec.max_conns,
         "worker started"
     );
