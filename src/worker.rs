@@ -107,7 +107,8 @@ fn thread_main(spec: Spec) {
 /// (DEFER_TASKRUN, Linux 6.1) instead of interrupting it; COOP_TASKRUN (5.19) is the next best.
 /// Measured here with 50 keep-alive connections in tcp mode: requests per CPU-second of tern
 /// went from ~50k (plain) to ~75k with either. Kernels that refuse a flag get the next set-up.
-const URING_SETUPS: [(&str, fn(&mut io_uring::Builder)); 3] = [
+type UringSetup = (&'static str, fn(&mut io_uring::Builder));
+const URING_SETUPS: [UringSetup; 3] = [
     ("defer-taskrun", |b| {
         b.setup_single_issuer().setup_defer_taskrun();
     }),
