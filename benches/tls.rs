@@ -1,7 +1,10 @@
 //! Criterion benches of tern's tls layer, server side only: a full TLS 1.3 handshake through
-//! `tern::tls` against an in-memory rustls client, and 16 KiB application-data records each way.
-//! Only the server's calls are timed (`iter_custom`), so the figures are the terminator's cost.
+//! `tern::tls` against an in-memory rustls client, and 16 KiB application-data records each way
+//! through tern's own record layer. Only the server's calls are timed (`iter_custom`), so the
+//! figures are the terminator's cost.
 
+use std::cell::RefCell;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rustls::crypto::{aws_lc_rs, CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use tern::tls::{self, certs, Plain, ServerSession, ServerTls, TlsSettings};
+use tern::tls::{self, certs, Control, Established, RxEvent, ServerTls, Step, TlsSettings};
 
 struct Setup {
     server: ServerTls,
@@ -54,48 +57,50 @@ fn setup(alg: &'static rcgen::SignatureAlgorithm, group: &'static dyn SupportedK
 }
 
 /// Runs one handshake; returns the time spent in server-side calls.
-fn handshake(s: &Setup) -> (Duration, ServerSession, ClientConnection) {
+fn handshake(s: &Setup) -> (Duration, Established, ClientConnection) {
     let mut client =
         ClientConnection::new(s.client.clone(), ServerName::try_from("localhost").unwrap())
             .unwrap();
     let mut server_time = Duration::ZERO;
     let t = Instant::now();
-    let mut server = s.server.session().unwrap();
+    let mut server = s.server.accept().unwrap();
     server_time += t.elapsed();
-    let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
-    while client.is_handshaking() || server.is_handshaking() || server.wants_write() {
-        c2s.clear();
+    let (mut inbox, mut out) = (Vec::new(), vec![0u8; 64 * 1024]);
+    loop {
         while client.wants_write() {
-            client.write_tls(&mut c2s).unwrap();
+            client.write_tls(&mut inbox).unwrap();
         }
         let t = Instant::now();
-        let mut fed = 0;
-        while fed < c2s.len() {
-            fed += server.feed(&c2s[fed..]).unwrap();
-        }
-        s2c.clear();
-        server.write_tls_into(&mut s2c);
+        let (consumed, step) = server.step(&mut inbox, &mut out).unwrap();
         server_time += t.elapsed();
-        let mut rd = &s2c[..];
-        while !rd.is_empty() {
-            client.read_tls(&mut rd).unwrap();
-            client.process_new_packets().unwrap();
-        }
-        if c2s.is_empty() && s2c.is_empty() && !client.wants_write() {
-            break;
+        inbox.drain(..consumed);
+        match step {
+            Step::Send(n) => {
+                let mut rd = &out[..n];
+                while !rd.is_empty() {
+                    client.read_tls(&mut rd).unwrap();
+                    client.process_new_packets().unwrap();
+                }
+            }
+            Step::NeedMore => assert!(client.wants_write(), "handshake stalled"),
+            Step::Done => break,
         }
     }
-    (server_time, server, client)
+    let t = Instant::now();
+    let established = server.finish().unwrap();
+    server_time += t.elapsed();
+    (server_time, established, client)
 }
 
 fn bench_handshakes(c: &mut Criterion) {
     let mut g = c.benchmark_group("server_handshake_tls13");
     g.throughput(Throughput::Elements(1));
-    let cases: [(
-        &str,
+    type Case = (
+        &'static str,
         &'static rcgen::SignatureAlgorithm,
         &'static dyn SupportedKxGroup,
-    ); 4] = [
+    );
+    let cases: [Case; 4] = [
         (
             "ecdsa_p256/x25519",
             &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -129,30 +134,27 @@ fn bench_handshakes(c: &mut Criterion) {
 fn bench_records(c: &mut Criterion) {
     const LEN: usize = 16 * 1024;
     let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, aws_lc_rs::kx_group::X25519);
-    let (_, mut server, mut client) = handshake(&s);
+    let (_, server, mut client) = handshake(&s);
+    let Established {
+        mut rx,
+        mut tx,
+        control,
+        ..
+    } = server;
+    let control: RefCell<Control> = control;
     let data = vec![0x5au8; LEN];
     let mut g = c.benchmark_group("record_16k");
     g.throughput(Throughput::Bytes(LEN as u64));
 
-    let mut out = Vec::with_capacity(LEN + 1024);
-    g.bench_function("encrypt", |b| {
-        b.iter(|| {
-            let mut off = 0;
-            while off < LEN {
-                off += server.write_plain(&data[off..]);
-            }
-            out.clear();
-            server.write_tls_into(&mut out);
-            out.len()
-        })
+    let mut out = vec![0u8; LEN + 1024];
+    g.bench_function("seal", |b| {
+        b.iter(|| tx.seal_data(&data, &mut out, &control).unwrap())
     });
 
-    // The client encrypts `n` records (untimed), then the server decrypts them (timed); the
-    // pair persists across iterations so record sequence numbers simply continue.
-    use std::io::Write;
+    // The client seals `n` records (untimed), then the server opens them in place (timed);
+    // the pair persists across iterations so sequence numbers simply continue.
     let mut wire = Vec::new();
-    let mut plain = vec![0u8; LEN];
-    g.bench_function("decrypt", |b| {
+    g.bench_function("open", |b| {
         b.iter_custom(|n| {
             wire.clear();
             for _ in 0..n {
@@ -162,14 +164,13 @@ fn bench_records(c: &mut Criterion) {
                 }
             }
             let t = Instant::now();
-            let (mut fed, mut got) = (0, 0);
+            let (mut at, mut got) = (0, 0);
             while got < LEN * n as usize {
-                if fed < wire.len() {
-                    fed += server.feed(&wire[fed..]).unwrap();
+                let (used, event) = rx.next(&mut wire[at..], &control).unwrap().unwrap();
+                if let RxEvent::Data(r) = event {
+                    got += r.len();
                 }
-                while let Plain::Data(k) = server.read_plain(&mut plain) {
-                    got += k;
-                }
+                at += used;
             }
             t.elapsed()
         })

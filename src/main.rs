@@ -11,6 +11,7 @@ use tern::control::{self, RunError};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    tune_allocator();
     // Before any thread exists, so that every thread inherits the blocked set.
     control::block_signals();
     let cli = match Cli::try_parse() {
@@ -47,4 +48,14 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// mimalloc (v3) commits its arenas eagerly on Linux, and then purging freed pages does not
+/// give them back, so memory touched in a burst (handshakes, busy connections) stays resident.
+/// Committing on demand lets the workers' periodic `mi_collect` return it. Set before the
+/// workers start, so their arenas are made this way.
+fn tune_allocator() {
+    const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    // SAFETY: setting a mimalloc option is always allowed; it affects arenas made afterwards.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
 }

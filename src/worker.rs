@@ -170,6 +170,8 @@ async fn run(spec: Spec, setup: &'static str) {
     }
     let ctx: proxy::Ctx = Rc::new(ProxyCtx {
         tls,
+        // Keep up to 4 MiB of free buffers for bursts, not memory for long-gone peaks.
+        bufs: proxy::BufPool::new(spec.settings.buf_size, (4 << 20) / spec.settings.buf_size),
         backends: Backends::new(spec.backends, spec.settings.connect_timeout, spec.id),
         settings: spec.settings,
         stats: spec.stats.clone(),
@@ -180,6 +182,7 @@ async fn run(spec: Spec, setup: &'static str) {
         stats: spec.stats.clone(),
     });
     let stop = Rc::new(Latch::default());
+    monoio::spawn(give_back_memory());
     for listener in listeners {
         monoio::spawn(accept_loop(
             spec.id,
@@ -215,6 +218,18 @@ async fn run(spec: Spec, setup: &'static str) {
             open = gate.open.get(),
             "drain timeout: closing the connections still open"
         );
+    }
+}
+
+/// Once a second, has the allocator return this thread's freed pages to the kernel. After a
+/// burst (many handshakes, many busy connections) the memory would otherwise stay resident
+/// until the next burst reuses it; this keeps RSS close to what connections hold now.
+async fn give_back_memory() {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        // SAFETY: mi_collect only tidies the calling thread's mimalloc heap; without mimalloc
+        // as the global allocator (unit tests) that heap is simply empty.
+        unsafe { libmimalloc_sys::mi_collect(false) };
     }
 }
 

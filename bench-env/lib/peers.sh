@@ -215,6 +215,24 @@ backlog = 4096
 daemon = off
 tls-protos = TLSv1.2 TLSv1.3
 keepalive = 3600
+user = "nobody"
+group = "nogroup"
+EOF
+}
+
+# OpenSSL-based peers read this (OPENSSL_CONF) in full-handshake runs: NumTickets = 0 stops the
+# TLS 1.3 NewSessionTicket messages that nginx, HAProxy and hitch otherwise send (2 per
+# connection) even with their own ticket switches off, and hitch has no such switch at all.
+openssl_notickets_conf() {
+	cat <<EOF
+openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+NumTickets = 0
+Options = -SessionTicket
 EOF
 }
 
@@ -228,6 +246,11 @@ peer_start() {
 		return 1
 	}
 	conf=$RUN_DIR/conf/$p.conf
+	local ossl=${OPENSSL_CONF:-/etc/ssl/openssl.cnf}
+	if [[ $tickets == off ]]; then
+		ossl=$RUN_DIR/conf/openssl-notickets.cnf
+		openssl_notickets_conf >"$ossl"
+	fi
 	case $p in
 	tern | tern-http)
 		local mode=tcp
@@ -240,15 +263,15 @@ peer_start() {
 		;;
 	nginx-stream | nginx-http)
 		nginx_conf "${p#nginx-}" "$cert" "$tickets" >"$conf"
-		start_bg "$p" "$cpus" nginx -c "$conf" -e "$RUN_DIR/logs/nginx-error.log"
+		OPENSSL_CONF=$ossl start_bg "$p" "$cpus" nginx -c "$conf" -e "$RUN_DIR/logs/nginx-error.log"
 		;;
 	haproxy-tcp | haproxy-http)
 		haproxy_conf "${p#haproxy-}" "$cert" "$tickets" >"$conf"
-		start_bg "$p" "$cpus" haproxy -db -f "$conf"
+		OPENSSL_CONF=$ossl start_bg "$p" "$cpus" haproxy -db -f "$conf"
 		;;
 	hitch)
 		hitch_conf "$cert" >"$conf"
-		start_bg "$p" "$cpus" hitch --config="$conf"
+		OPENSSL_CONF=$ossl start_bg "$p" "$cpus" hitch --config="$conf"
 		;;
 	*)
 		fail "unknown peer $p"

@@ -1,19 +1,24 @@
 //! The server side of the TLS handshake over a monoio socket, with the cause of any failure.
+//!
+//! Reads wait for readiness before taking a buffer from the pool, and a partial record waits
+//! in a small heap copy, so a client that connects and stalls holds no pooled buffer while the
+//! handshake timeout runs.
 
 use std::fmt;
 use std::io;
 
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::tls::{ServerSession, TlsError};
+use super::bufpool::{BufPool, PoolBuf};
+use crate::tls::{Accepting, Established, Step, TlsError};
 
-/// Ciphertext read from the client but not yet given to the session (the client may send its
-/// first request in the same segment as its Finished message).
+/// Ciphertext read from the client but not yet opened (the client may send its first request
+/// in the same segment as its Finished message): `buf[start..]`.
 pub struct Carry {
-    pub buf: Vec<u8>,
+    pub buf: Option<PoolBuf>,
     pub start: usize,
-    pub end: usize,
 }
 
 #[derive(Debug)]
@@ -37,67 +42,119 @@ impl fmt::Display for HandshakeError {
     }
 }
 
-/// Drives the handshake to completion. `rbuf` must have capacity; it comes back inside the
-/// [`Carry`] with whatever ciphertext followed the handshake.
+/// Drives the handshake to completion.
 pub async fn run(
     stream: &mut TcpStream,
-    tls: &mut ServerSession,
-    mut rbuf: Vec<u8>,
-    wbuf: &mut Vec<u8>,
-) -> Result<Carry, HandshakeError> {
-    let (mut start, mut end) = (0, 0);
-    let mut first_read = true;
+    mut accepting: Accepting,
+    pool: &BufPool,
+) -> Result<(Established, Carry), HandshakeError> {
+    // Received bytes not yet consumed: in a pooled buffer at [start..len], or parked in a
+    // small heap copy while waiting for the rest.
+    let mut inb: Option<PoolBuf> = None;
+    let mut start = 0;
+    let mut parked: Vec<u8> = Vec::new();
+    let mut reads = 0u32;
     loop {
-        if tls.wants_write() {
-            flush(stream, tls, wbuf).await.map_err(HandshakeError::Io)?;
-        }
-        if !tls.is_handshaking() {
-            return Ok(Carry {
-                buf: rbuf,
-                start,
-                end,
-            });
-        }
-        if start == end {
-            let (res, buf) = stream.read(rbuf).await;
-            rbuf = buf;
-            match res.map_err(HandshakeError::Io)? {
-                0 => return Err(HandshakeError::Eof),
-                n => (start, end) = (0, n),
+        let mut out = pool.get();
+        let stepped = match inb.as_mut() {
+            Some(b) => {
+                let len = b.len();
+                accepting.step(&mut b.space()[start..len], out.space())
             }
-        }
-        match tls.feed(&rbuf[start..end]) {
-            Ok(0) => {
-                return Err(HandshakeError::Io(io::Error::other(
-                    "tls session made no progress",
-                )))
-            }
-            Ok(n) => start += n,
+            None => accepting.step(&mut [], out.space()),
+        };
+        let (consumed, step) = match stepped {
+            Ok(s) => s,
             Err(e) => {
-                if first_read && looks_like_http(&rbuf[..end]) {
-                    let _ = stream.write_all(PLAIN_HTTP_REPLY).await;
-                    return Err(HandshakeError::PlainHttp);
+                let plain_http =
+                    reads == 1 && inb.as_ref().is_some_and(|b| looks_like_http(b.filled()));
+                let n = if plain_http {
+                    out.space()[..PLAIN_HTTP_REPLY.len()].copy_from_slice(PLAIN_HTTP_REPLY);
+                    PLAIN_HTTP_REPLY.len()
+                } else {
+                    // rustls queued an alert saying why; send it, best effort.
+                    accepting.alert(out.space())
+                };
+                out.set_filled(n);
+                let (_, out) = stream.write_all(out).await;
+                pool.put(out);
+                if let Some(b) = inb {
+                    pool.put(b);
                 }
-                // rustls queued an alert saying why; send it, best effort.
-                let _ = flush(stream, tls, wbuf).await;
-                return Err(HandshakeError::Tls(e));
+                return Err(if plain_http {
+                    HandshakeError::PlainHttp
+                } else {
+                    HandshakeError::Tls(e)
+                });
+            }
+        };
+        start += consumed;
+        match step {
+            Step::Send(n) => {
+                out.set_filled(n);
+                let (res, out) = stream.write_all(out).await;
+                pool.put(out);
+                if let Err(e) = res {
+                    if let Some(b) = inb {
+                        pool.put(b);
+                    }
+                    return Err(HandshakeError::Io(e));
+                }
+                continue;
+            }
+            Step::Done => {
+                pool.put(out);
+                let established = accepting.finish().map_err(HandshakeError::Tls);
+                let carry = Carry { buf: inb, start };
+                return match established {
+                    Ok(e) => Ok((e, carry)),
+                    Err(e) => {
+                        if let Some(b) = carry.buf {
+                            pool.put(b);
+                        }
+                        Err(e)
+                    }
+                };
+            }
+            Step::NeedMore => pool.put(out),
+        }
+        // Park what is left, give the buffer back, wait for the peer, then read.
+        if let Some(b) = inb.take() {
+            parked.clear();
+            parked.extend_from_slice(&b.filled()[start..]);
+            pool.put(b);
+        }
+        if let Err(e) = stream.readable(false).await {
+            return Err(HandshakeError::Io(e));
+        }
+        let mut b = pool.get();
+        if parked.len() >= b.capacity() {
+            pool.put(b);
+            return Err(HandshakeError::Io(io::Error::other(
+                "handshake message too large",
+            )));
+        }
+        b.space()[..parked.len()].copy_from_slice(&parked);
+        b.set_filled(parked.len());
+        let at = parked.len();
+        let (res, slice) = stream.read(b.slice_mut(at..)).await;
+        let b = slice.into_inner();
+        start = 0;
+        match res {
+            Ok(0) => {
+                pool.put(b);
+                return Err(HandshakeError::Eof);
+            }
+            Ok(_) => {
+                reads += 1;
+                inb = Some(b);
+            }
+            Err(e) => {
+                pool.put(b);
+                return Err(HandshakeError::Io(e));
             }
         }
-        first_read = false;
     }
-}
-
-/// Writes every record the session has pending.
-pub async fn flush(
-    stream: &mut TcpStream,
-    tls: &mut ServerSession,
-    wbuf: &mut Vec<u8>,
-) -> io::Result<()> {
-    wbuf.clear();
-    tls.write_tls_into(wbuf);
-    let (res, buf) = stream.write_all(std::mem::take(wbuf)).await;
-    *wbuf = buf;
-    res.map(drop)
 }
 
 const PLAIN_HTTP_REPLY: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\

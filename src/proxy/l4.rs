@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use tracing::debug;
 
@@ -11,24 +12,21 @@ use super::{pump, Ctx};
 pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
     let stats = &ctx.stats;
-    let mut tls = match ctx.tls.session() {
-        Ok(s) => s,
+    let accepting = match ctx.tls.accept() {
+        Ok(a) => a,
         Err(e) => {
             debug!(%peer, "cannot start a tls session: {e}");
             return;
         }
     };
-    let mut wbuf = Vec::new();
-    let hs = handshake::run(
-        &mut client,
-        &mut tls,
-        Vec::with_capacity(ctx.settings.buf_size),
-        &mut wbuf,
-    );
-    let carry = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await {
-        Ok(Ok(carry)) => {
+    // Boxed: the handshake's state is only needed until it completes, so it should not stay
+    // part of every long-lived connection's future.
+    let hs = Box::pin(handshake::run(&mut client, accepting, &ctx.bufs));
+    let (mut session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await
+    {
+        Ok(Ok(done)) => {
             stats.handshakes_ok.inc();
-            carry
+            done
         }
         Ok(Err(e)) => {
             stats.handshakes_failed.inc();
@@ -48,26 +46,30 @@ pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
         Ok(b) => b,
         Err(e) => {
             debug!(%peer, "no backend reachable, closing the client: {e}");
-            tls.close_notify();
-            let _ = monoio::time::timeout(
-                ctx.settings.connect_timeout,
-                handshake::flush(&mut client, &mut tls, &mut wbuf),
-            )
-            .await;
+            if let Some(b) = carry.buf {
+                ctx.bufs.put(b);
+            }
+            let mut out = ctx.bufs.get();
+            let n = session.tx.seal_close_notify(out.space()).unwrap_or(0);
+            out.set_filled(n);
+            let write = client.write_all(out);
+            if let Ok((_, out)) = monoio::time::timeout(ctx.settings.connect_timeout, write).await {
+                ctx.bufs.put(out);
+            }
             return;
         }
     };
     let _ = backend.set_nodelay(true);
-    let info = tls.info();
+    let version = session.info.version;
     let outcome = pump::run(
-        tls,
+        session,
         client,
         backend,
         carry,
-        ctx.settings.buf_size,
+        &ctx.bufs,
         ctx.settings.idle_timeout,
         stats,
     )
     .await;
-    debug!(%peer, backend = %backend_addr, version = info.version, "connection ended: {outcome}");
+    debug!(%peer, backend = %backend_addr, version, "connection ended: {outcome}");
 }

@@ -1,14 +1,20 @@
 //! The tcp-mode byte pump: after the handshake, plaintext flows client → backend and backend →
-//! client at the same time, as two futures in one task sharing the TLS session.
+//! client at the same time, as two futures in one task.
 //!
 //! Rules it keeps:
+//! - client records are decrypted in place in the read buffer and the plaintext written from
+//!   there; backend bytes are sealed straight into the write buffer: no other copies;
 //! - each direction reads only after its last write finished, so a slow reader holds back the
-//!   other side and buffers stay bounded (one per direction, reused for every read);
+//!   other side and memory stays bounded;
+//! - buffers come from the worker's pool only while bytes move: once the connection has been
+//!   quiet for [`RELEASE_AFTER`], pending reads are called off and re-issued as readiness waits
+//!   that hold no buffer, so an idle connection costs its TLS keys and little else;
 //! - a half-close is carried through: client close_notify/FIN → shutdown(write) to the backend;
 //!   backend FIN → close_notify + shutdown(write) to the client;
 //! - a reset or error on one side resets the other (SO_LINGER 0);
-//! - records to the client are written by whoever holds the write half ([`Baton`]), so
-//!   application data and the alerts or key updates caused by reading never interleave.
+//! - records to the client are sealed and written by whoever holds the sending half
+//!   ([`Baton`]), so sequence numbers go out in order even when the receiving side has to
+//!   answer (alerts, renegotiation refusals) while data flows.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -17,14 +23,23 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, try_join, Either};
-use monoio::buf::IoBuf;
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::Canceller;
 use monoio::net::TcpStream;
 
+use super::bufpool::{BufPool, PoolBuf};
 use super::handshake::Carry;
-use super::split::{split, Half};
+use super::split::{is_cancelled, split, Half};
 use crate::stats::WorkerStats;
-use crate::tls::{Plain, ServerSession, TlsError};
+use crate::tls::{Control, Established, Rx, RxEvent, TlsError, Tx};
 use crate::util::baton::Baton;
+
+/// Quiet time after which a connection's buffers go back to the pool.
+pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
+/// How often a released connection's watcher looks again (activity resumes reads with buffers).
+const RECHECK: Duration = Duration::from_secs(5);
+/// Backend reads leave this much room so the records they become fit one pooled buffer.
+const RECORD_SLACK: usize = 128;
 
 /// How a pumped connection ended.
 #[derive(Debug)]
@@ -77,25 +92,34 @@ fn backend_io(e: io::Error) -> Side {
     Side::Backend(Failure::Io(e))
 }
 
-struct Tx {
+const FROM_CLIENT: usize = 0;
+const FROM_BACKEND: usize = 1;
+
+/// The client socket's write half and the TLS sending state, held together: sealing a record
+/// and writing it happen under one hold, so records leave in sequence order.
+struct Sending {
     half: Half,
-    buf: Vec<u8>,
+    tx: Tx,
 }
 
 struct Pump<'a> {
-    tls: RefCell<ServerSession>,
-    client_tx: Baton<Tx>,
+    control: RefCell<Control>,
+    sending: Baton<Sending>,
     last_io: Cell<Instant>,
+    /// Per direction: calls off that direction's pending read when the connection goes quiet.
+    cancel: [RefCell<Canceller>; 2],
+    released: Cell<bool>,
+    pool: &'a BufPool,
     stats: &'a WorkerStats,
 }
 
 /// Pumps until both directions are done, one side fails, or the connection idles out.
 pub async fn run(
-    tls: ServerSession,
+    session: Established,
     client: TcpStream,
     backend: TcpStream,
     carry: Carry,
-    buf_size: usize,
+    pool: &BufPool,
     idle: Option<Duration>,
     stats: &WorkerStats,
 ) -> Outcome {
@@ -103,25 +127,29 @@ pub async fn run(
     let (brx, btx) = split(backend);
     // Keep both sockets open past the futures below, to choose how each is closed.
     let (client, backend) = (crx.keep(), brx.keep());
+    let Established {
+        rx,
+        tx,
+        control,
+        early,
+        ..
+    } = session;
     let pump = Pump {
-        tls: RefCell::new(tls),
-        client_tx: Baton::new(Tx {
-            half: ctx,
-            buf: Vec::with_capacity(buf_size + 512),
-        }),
+        control,
+        sending: Baton::new(Sending { half: ctx, tx }),
         last_io: Cell::new(Instant::now()),
+        cancel: Default::default(),
+        released: Cell::new(false),
+        pool,
         stats,
     };
     let both = try_join(
-        pump.client_to_backend(crx, btx, carry, vec![0; buf_size]),
-        pump.backend_to_client(brx, Vec::with_capacity(buf_size)),
+        pump.client_to_backend(rx, crx, btx, carry, early),
+        pump.backend_to_client(brx),
     );
-    let result = match idle {
-        None => Some(both.await),
-        Some(idle) => match select(pin!(both), pin!(pump.idle_watch(idle))).await {
-            Either::Left((r, _)) => Some(r),
-            Either::Right(_) => None,
-        },
+    let result = match select(pin!(both), pin!(pump.watch(idle))).await {
+        Either::Left((r, _)) => Some(r),
+        Either::Right(_) => None,
     };
     match result {
         Some(Ok(_)) => Outcome::Done,
@@ -140,128 +168,271 @@ pub async fn run(
 impl Pump<'_> {
     fn touch(&self) {
         self.last_io.set(Instant::now());
+        self.released.set(false);
     }
 
-    async fn idle_watch(&self, idle: Duration) {
+    /// Releases buffers of a quiet connection and returns once it idles out.
+    async fn watch(&self, idle: Option<Duration>) {
         loop {
-            let deadline = self.last_io.get() + idle;
+            let last = self.last_io.get();
             let now = Instant::now();
-            if now >= deadline {
+            let idle_at = idle.map(|d| last + d);
+            if idle_at.is_some_and(|t| now >= t) {
                 return;
             }
-            monoio::time::sleep(deadline - now).await;
+            let release_at = last + RELEASE_AFTER;
+            if !self.released.get() && now >= release_at {
+                for c in &self.cancel {
+                    let old = std::mem::take(&mut *c.borrow_mut());
+                    *c.borrow_mut() = old.cancel();
+                }
+                self.released.set(true);
+            }
+            let next = if self.released.get() {
+                now + RECHECK
+            } else {
+                release_at
+            };
+            let next = idle_at.map_or(next, |t| t.min(next));
+            monoio::time::sleep(next.saturating_duration_since(now)).await;
         }
     }
 
-    /// Client ciphertext in, plaintext out to the backend.
+    /// Reads into a pooled buffer (empty at EOF). While the connection is busy the read is
+    /// issued at once; after the watcher calls it off it waits for readiness holding nothing.
+    async fn read_pooled(&self, half: &mut Half, dir: usize, limit: usize) -> io::Result<PoolBuf> {
+        let mut poll_first = false;
+        loop {
+            if poll_first {
+                half.readable().await?;
+            }
+            let handle = self.cancel[dir].borrow().handle();
+            let buf = self.pool.get();
+            let (res, buf) = half.cancelable_read(buf.slice_mut(..limit), handle).await;
+            let buf = buf.into_inner();
+            match res {
+                Ok(_) => return Ok(buf),
+                Err(e) if is_cancelled(&e) => {
+                    self.pool.put(buf);
+                    poll_first = true;
+                }
+                Err(e) => {
+                    self.pool.put(buf);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Client records in, plaintext out to the backend.
     async fn client_to_backend(
         &self,
-        mut rx: Half,
+        mut rx: Rx,
+        mut client: Half,
         mut backend: Half,
         carry: Carry,
-        mut plain: Vec<u8>,
+        early: Vec<u8>,
     ) -> Result<(), Side> {
-        let Carry {
-            mut buf,
-            mut start,
-            mut end,
-        } = carry;
+        if !early.is_empty() {
+            let n = early.len() as u64;
+            let (res, _) = backend.write_all(early).await;
+            res.map_err(backend_io)?;
+            self.stats.bytes_to_backend.add(n);
+        }
+        let Carry { mut buf, mut start } = carry;
+        let result = self
+            .client_records(&mut rx, &mut client, &mut backend, &mut buf, &mut start)
+            .await;
+        if let Some(b) = buf {
+            self.pool.put(b);
+        }
+        if let Err(Side::Client(Failure::Tls(e))) = &result {
+            self.send_failure(e).await;
+        }
+        result
+    }
+
+    async fn client_records(
+        &self,
+        rx: &mut Rx,
+        client: &mut Half,
+        backend: &mut Half,
+        buf: &mut Option<PoolBuf>,
+        start: &mut usize,
+    ) -> Result<(), Side> {
         loop {
-            // Everything already decrypted goes out first.
-            loop {
-                let got = self.tls.borrow_mut().read_plain(&mut plain);
-                match got {
-                    Plain::Data(n) => {
-                        let (res, slice) = backend.write_all(plain.slice(..n)).await;
-                        plain = slice.into_inner();
-                        res.map_err(backend_io)?;
-                        self.stats.bytes_to_backend.add(n as u64);
-                        self.touch();
-                    }
-                    Plain::Closed => {
-                        let _ = backend.shutdown_write();
-                        return Ok(());
-                    }
-                    Plain::Empty => break,
-                }
-            }
-            // Reading may have queued records for the client (key update, alert).
-            if self.tls.borrow().wants_write() {
-                self.flush_client().await?;
-            }
-            if start < end {
-                let fed = self.tls.borrow_mut().feed(&buf[start..end]);
-                match fed {
-                    Ok(0) => {
-                        return Err(client_io(io::Error::other("tls session made no progress")))
-                    }
-                    Ok(n) => start += n,
-                    Err(e) => {
-                        let _ = self.flush_client().await;
-                        return Err(Side::Client(Failure::Tls(e)));
+            // Open every whole record, gathering the plaintext at the front of the buffer.
+            let (mut plain_end, mut closed) = (0, false);
+            if let Some(b) = buf.as_mut() {
+                let len = b.len();
+                while *start < len {
+                    let opened = rx.next(&mut b.space()[*start..len], &self.control);
+                    match opened.map_err(|e| Side::Client(Failure::Tls(e)))? {
+                        None => break,
+                        Some((n, RxEvent::Data(r))) => {
+                            let r = *start + r.start..*start + r.end;
+                            b.space().copy_within(r.clone(), plain_end);
+                            plain_end += r.len();
+                            *start += n;
+                        }
+                        Some((n, RxEvent::Skip)) => *start += n,
+                        Some((n, RxEvent::Closed)) => {
+                            *start += n;
+                            closed = true;
+                            break;
+                        }
                     }
                 }
-                continue;
             }
-            let (res, b) = rx.read(buf).await;
-            buf = b;
-            match res.map_err(client_io)? {
-                // FIN without close_notify: still a half-close to carry through.
-                0 => {
-                    let _ = backend.shutdown_write();
-                    return Ok(());
+            if self.control.borrow().reply_due() {
+                self.send_replies().await?;
+            }
+            if plain_end > 0 {
+                // Invariant: plain_end > 0 only after records were opened from `buf`.
+                let b = buf.take().expect("plaintext came from this buffer");
+                let (res, slice) = backend.write_all(b.slice(..plain_end)).await;
+                *buf = Some(slice.into_inner());
+                res.map_err(backend_io)?;
+                self.stats.bytes_to_backend.add(plain_end as u64);
+                self.touch();
+            }
+            if closed {
+                let _ = backend.shutdown_write();
+                return Ok(());
+            }
+            // Keep a partial record at the front of the buffer, or give the buffer back.
+            let partial = match buf.take() {
+                Some(mut b) if *start < b.len() => {
+                    let len = b.len();
+                    b.space().copy_within(*start..len, 0);
+                    b.set_filled(len - *start);
+                    Some(b)
                 }
-                n => (start, end) = (0, n),
+                Some(b) => {
+                    self.pool.put(b);
+                    None
+                }
+                None => None,
+            };
+            *start = 0;
+            let got = match partial {
+                None => {
+                    self.read_pooled(client, FROM_CLIENT, self.pool.size())
+                        .await
+                }
+                Some(b) => {
+                    let at = b.len();
+                    let handle = self.cancel[FROM_CLIENT].borrow().handle();
+                    let (res, slice) = client.cancelable_read(b.slice_mut(at..), handle).await;
+                    let b = slice.into_inner();
+                    match res {
+                        Ok(0) => {
+                            self.pool.put(b);
+                            Ok(self.pool.get())
+                        }
+                        Ok(_) => Ok(b),
+                        // Called off while idle mid-record: keep the bytes, read again.
+                        Err(e) if is_cancelled(&e) => Ok(b),
+                        Err(e) => {
+                            self.pool.put(b);
+                            Err(e)
+                        }
+                    }
+                }
+            };
+            let b = got.map_err(client_io)?;
+            if b.is_empty() {
+                // FIN (without close_notify, or mid-record): still a half-close to carry.
+                self.pool.put(b);
+                let _ = backend.shutdown_write();
+                return Ok(());
             }
+            *buf = Some(b);
             self.touch();
         }
     }
 
     /// Backend plaintext in, records out to the client.
-    async fn backend_to_client(&self, mut rx: Half, mut buf: Vec<u8>) -> Result<(), Side> {
+    async fn backend_to_client(&self, mut backend: Half) -> Result<(), Side> {
         loop {
-            let (res, b) = rx.read(buf).await;
-            buf = b;
-            let n = res.map_err(backend_io)?;
+            let limit = self.pool.size() - RECORD_SLACK;
+            let input = self
+                .read_pooled(&mut backend, FROM_BACKEND, limit)
+                .await
+                .map_err(backend_io)?;
+            let n = input.len();
             if n == 0 {
-                self.tls.borrow_mut().close_notify();
-                let mut tx = self.client_tx.take().await;
-                self.flush_held(&mut tx).await?;
-                let _ = tx.half.shutdown_write();
+                self.pool.put(input);
+                let mut s = self.sending.take().await;
+                let mut out = self.pool.get();
+                let sealed = s.tx.seal_close_notify(out.space());
+                out.set_filled(sealed.unwrap_or(0));
+                let (res, out) = s.half.write_all(out).await;
+                self.pool.put(out);
+                res.map_err(client_io)?;
+                let _ = s.half.shutdown_write();
                 return Ok(());
             }
             self.touch();
-            let mut off = 0;
-            while off < n {
-                let taken = self.tls.borrow_mut().write_plain(&buf[off..n]);
-                if taken == 0 && !self.tls.borrow().wants_write() {
-                    return Err(client_io(io::Error::other(
-                        "tls session closed for writing",
-                    )));
-                }
-                off += taken;
-                self.flush_client().await?;
-            }
+            let result = self.seal_and_send(input.filled()).await;
+            self.pool.put(input);
+            result?;
             self.stats.bytes_to_client.add(n as u64);
         }
     }
 
-    async fn flush_client(&self) -> Result<(), Side> {
-        let mut tx = self.client_tx.take().await;
-        self.flush_held(&mut tx).await
-    }
-
-    async fn flush_held(&self, tx: &mut Tx) -> Result<(), Side> {
-        loop {
-            tx.buf.clear();
-            self.tls.borrow_mut().write_tls_into(&mut tx.buf);
-            if tx.buf.is_empty() {
-                return Ok(());
-            }
-            let (res, b) = tx.half.write_all(std::mem::take(&mut tx.buf)).await;
-            tx.buf = b;
+    /// Seals `data` as application data and writes it to the client.
+    async fn seal_and_send(&self, data: &[u8]) -> Result<(), Side> {
+        let mut s = self.sending.take().await;
+        let mut off = 0;
+        while off < data.len() {
+            let mut out = self.pool.get();
+            let sealed = s.tx.seal_data(&data[off..], out.space(), &self.control);
+            let (taken, written) = match sealed {
+                Ok(x) => x,
+                Err(e) => {
+                    self.pool.put(out);
+                    return Err(Side::Client(Failure::Tls(e)));
+                }
+            };
+            out.set_filled(written);
+            let (res, out) = s.half.write_all(out).await;
+            self.pool.put(out);
             res.map_err(client_io)?;
+            off += taken;
             self.touch();
         }
+        Ok(())
+    }
+
+    /// Records the receiving side owes the client (a renegotiation refusal).
+    async fn send_replies(&self) -> Result<(), Side> {
+        let mut s = self.sending.take().await;
+        let mut out = self.pool.get();
+        let n = s.tx.seal_replies(out.space(), &self.control);
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                self.pool.put(out);
+                return Err(Side::Client(Failure::Tls(e)));
+            }
+        };
+        out.set_filled(n);
+        let (res, out) = s.half.write_all(out).await;
+        self.pool.put(out);
+        res.map(drop).map_err(client_io)
+    }
+
+    /// Tells the client why its connection is being closed (best effort).
+    async fn send_failure(&self, e: &TlsError) {
+        let mut s = self.sending.take().await;
+        let mut out = self.pool.get();
+        let n = s.tx.seal_failure(e, out.space());
+        out.set_filled(n);
+        if n > 0 {
+            let (_, o) = s.half.write_all(out).await;
+            out = o;
+        }
+        self.pool.put(out);
     }
 }

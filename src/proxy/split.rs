@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
@@ -32,8 +32,19 @@ impl Half {
         unsafe { &mut *self.0.get() }
     }
 
-    pub fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> + '_ {
-        self.stream().read(buf)
+    /// A read that `handle`'s canceller can call off; a cancelled read returns
+    /// [`is_cancelled`] errors (any bytes that raced the cancel are still returned).
+    pub fn cancelable_read<T: IoBufMut>(
+        &mut self,
+        buf: T,
+        handle: CancelHandle,
+    ) -> impl Future<Output = BufResult<usize, T>> + '_ {
+        self.stream().cancelable_read(buf, handle)
+    }
+
+    /// Waits until the socket has something to read (data, EOF or an error), holding no buffer.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        self.stream().readable(false).await
     }
 
     pub fn write_all<T: IoBuf + 'static>(
@@ -81,4 +92,9 @@ impl Half {
     pub fn keep(&self) -> Half {
         Half(self.0.clone())
     }
+}
+
+/// Whether a read error only says the read was called off.
+pub fn is_cancelled(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ECANCELED) | Some(libc::EINTR))
 }

@@ -3,8 +3,12 @@
 //! engine (buffered or unbuffered rustls, kTLS later) can change without touching the proxy.
 
 pub mod certs;
+pub mod record;
 mod session;
 pub mod tickets;
+
+#[cfg(test)]
+mod interop_tests;
 
 use std::sync::Arc;
 
@@ -16,7 +20,7 @@ use rustls::ServerConfig;
 
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub use rustls::sign::CertifiedKey;
-pub use session::{Plain, ServerSession, SessionInfo, TlsError};
+pub use session::{Accepting, Control, Established, Rx, RxEvent, SessionInfo, Step, TlsError, Tx};
 
 /// The one crypto provider tern uses (aws-lc-rs), with its default, safe choice of suites and
 /// groups (X25519MLKEM768 first, then X25519, P-256, P-384).
@@ -45,9 +49,9 @@ impl ServerTls {
         server_config(settings).map(ServerTls)
     }
 
-    /// A fresh session for one accepted connection.
-    pub fn session(&self) -> Result<ServerSession, TlsError> {
-        ServerSession::new(&self.0)
+    /// A handshake for one accepted connection.
+    pub fn accept(&self) -> Result<Accepting, TlsError> {
+        Accepting::new(&self.0)
     }
 }
 
@@ -58,6 +62,8 @@ fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> 
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(OneCert(settings.key.clone())));
     cfg.alpn_protocols = settings.alpn.clone();
+    // After the handshake tern protects records itself (see `record`).
+    cfg.enable_secret_extraction = true;
     if let Some(master) = &settings.tickets {
         cfg.session_storage = ServerSessionMemoryCache::new(4096);
         cfg.ticketer = Arc::new(tickets::Ticketer::new(master.clone()));
@@ -73,7 +79,8 @@ fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> 
 struct OneCert(Arc<CertifiedKey>);
 
 impl ResolvesServerCert for OneCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        session::record_hello_sni(hello.server_name());
         Some(self.0.clone())
     }
 }

@@ -1,145 +1,441 @@
-//! One server-side TLS session, sans-IO: ciphertext in, plaintext out and back. The proxy's I/O
-//! loops own the sockets and buffers; everything rustls does for a connection goes through here.
+//! A server-side TLS session, sans-IO: the handshake ([`Accepting`], rustls' unbuffered API)
+//! and then the established connection ([`Rx`] and [`Tx`], tern's own record layer on the
+//! traffic secrets rustls hands over). The proxy's I/O loops own sockets and buffers; every
+//! rustls call for a connection happens in this file.
 
-use std::io::{self, Read, Write};
+use std::cell::RefCell;
+use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
-use rustls::{ServerConfig, ServerConnection};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError};
+use rustls::{ConnectionTrafficSecrets, ServerConfig};
 
-/// Why a TLS session failed; the rustls cause is kept whole so it reaches the log line.
+use super::record::{self, Opener, RecordError, Sealer, Version};
+
+/// Why a TLS session failed; the cause is kept whole so it reaches the log line.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TlsError {
-    /// The peer broke the protocol, sent an alert, or offered nothing we accept.
+    /// The handshake failed: the peer broke the protocol, offered nothing we accept, or
+    /// sent something that is not TLS at all.
     Protocol(rustls::Error),
-    /// Bytes that cannot be TLS records at all (e.g. plaintext HTTP on the TLS port).
-    Framing(io::Error),
+    /// A record after the handshake was refused (tampered, oversized, unexpected).
+    Record(RecordError),
+    /// The peer sent a fatal alert (its description code).
+    PeerAlert(u8),
 }
 
-impl std::fmt::Display for TlsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TlsError::Protocol(e) => write!(f, "tls: {e}"),
-            TlsError::Framing(e) => write!(f, "tls framing: {e}"),
+            TlsError::Record(e) => write!(f, "tls record: {e}"),
+            TlsError::PeerAlert(d) => write!(f, "tls: peer sent fatal alert {d}"),
         }
     }
 }
 
 impl std::error::Error for TlsError {}
 
-/// What [`ServerSession::read_plain`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Plain {
-    /// This many bytes of plaintext were copied out.
-    Data(usize),
-    /// Nothing decrypted is waiting; feed more ciphertext.
-    Empty,
-    /// The peer sent close_notify and everything before it has been read.
-    Closed,
+impl From<RecordError> for TlsError {
+    fn from(e: RecordError) -> Self {
+        TlsError::Record(e)
+    }
 }
 
-/// Negotiated parameters, for logs.
-#[derive(Debug, Clone)]
+/// Negotiated parameters.
+#[derive(Debug, Clone, Default)]
 pub struct SessionInfo {
     pub version: &'static str,
     pub suite: String,
+    /// The server name the client asked for (SNI), lower-case.
     pub sni: Option<String>,
     pub alpn: Option<Vec<u8>>,
+    pub resumed: bool,
 }
 
-pub struct ServerSession {
-    conn: ServerConnection,
+thread_local! {
+    /// The SNI of the ClientHello being processed on this thread. The certificate resolver
+    /// records it (rustls' unbuffered server does not expose it); `Accepting::step` collects it
+    /// right after the synchronous rustls call in which the resolver ran.
+    static HELLO_SNI: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-impl ServerSession {
-    pub fn new(config: &Arc<ServerConfig>) -> Result<Self, TlsError> {
-        ServerConnection::new(config.clone())
-            .map(|conn| ServerSession { conn })
-            .map_err(TlsError::Protocol)
+pub(super) fn record_hello_sni(sni: Option<&str>) {
+    HELLO_SNI.with(|s| *s.borrow_mut() = sni.map(str::to_ascii_lowercase));
+}
+
+/// What to do after [`Accepting::step`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send this many bytes from the start of `out`, then call `step` again.
+    Send(usize),
+    /// Read more from the peer, append it to the unconsumed input, then call `step` again.
+    NeedMore,
+    /// The handshake is complete and everything is sent: call [`Accepting::finish`].
+    Done,
+}
+
+/// The largest chunk rustls may hand over at once (one record), so `out` must have this much
+/// room before another is taken.
+const MAX_CHUNK: usize = record::MAX_FRAGMENT + 2048 + record::HEADER_LEN;
+
+/// A handshake in progress.
+pub struct Accepting {
+    conn: UnbufferedServerConnection,
+    /// Application data rustls decrypted before the hand-over (sent in the same flight as the
+    /// client's Finished).
+    early: Vec<u8>,
+    sni: Option<String>,
+}
+
+impl Accepting {
+    pub(super) fn new(config: &Arc<ServerConfig>) -> Result<Accepting, TlsError> {
+        Ok(Accepting {
+            conn: UnbufferedServerConnection::new(config.clone()).map_err(TlsError::Protocol)?,
+            early: Vec::new(),
+            sni: None,
+        })
     }
 
-    /// Hands ciphertext to the session and processes every complete record. Returns how many
-    /// bytes were taken; it stops early once decrypted plaintext is waiting, so the caller can
-    /// drain it with [`read_plain`](Self::read_plain) and call again with the rest. Bytes after
-    /// the peer's close_notify are counted as taken and ignored.
-    pub fn feed(&mut self, data: &[u8]) -> Result<usize, TlsError> {
-        let mut rest = data;
-        while !rest.is_empty() {
-            match self.conn.read_tls(&mut rest) {
-                Ok(0) => return Ok(data.len()),
-                Ok(_) => {}
-                // Only "received plaintext buffer full": the caller drains, then feeds again.
-                Err(e) if e.kind() == io::ErrorKind::Other => break,
-                Err(e) => return Err(TlsError::Framing(e)),
+    /// Advances the handshake over the received, not yet consumed bytes in `incoming`
+    /// (decrypted in place), writing records to send into `out` (at least 32 KiB). Returns how
+    /// many bytes of `incoming` were consumed, and what to do next.
+    pub fn step(&mut self, incoming: &mut [u8], out: &mut [u8]) -> Result<(usize, Step), TlsError> {
+        let mut consumed = 0;
+        let mut produced = 0;
+        loop {
+            if !self.conn.is_handshaking() && !self.conn.wants_write() {
+                // Stop here: records after the handshake are ours to open.
+                let step = if produced > 0 {
+                    Step::Send(produced)
+                } else {
+                    Step::Done
+                };
+                return Ok((consumed, step));
             }
-            let state = self
-                .conn
-                .process_new_packets()
-                .map_err(TlsError::Protocol)?;
-            if state.plaintext_bytes_to_read() > 0 {
-                break;
+            if produced > 0 && out.len() - produced < MAX_CHUNK {
+                return Ok((consumed, Step::Send(produced)));
+            }
+            let status = self.conn.process_tls_records(&mut incoming[consumed..]);
+            if let Some(sni) = HELLO_SNI.with(|s| s.borrow_mut().take()) {
+                self.sni = Some(sni);
+            }
+            let discard = status.discard;
+            let state = status.state.map_err(TlsError::Protocol)?;
+            match state {
+                ConnectionState::EncodeTlsData(mut e) => match e.encode(&mut out[produced..]) {
+                    Ok(n) => produced += n,
+                    Err(EncodeError::InsufficientSize(_)) | Err(EncodeError::AlreadyEncoded) => {
+                        return Err(TlsError::Protocol(rustls::Error::General(
+                            "handshake record larger than the output buffer".into(),
+                        )))
+                    }
+                },
+                ConnectionState::TransmitTlsData(t) => {
+                    t.done();
+                    consumed += discard;
+                    return Ok((consumed, Step::Send(produced)));
+                }
+                ConnectionState::BlockedHandshake => {
+                    consumed += discard;
+                    let step = if produced > 0 {
+                        Step::Send(produced)
+                    } else {
+                        Step::NeedMore
+                    };
+                    return Ok((consumed, step));
+                }
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(rec) = r.next_record() {
+                        let rec = rec.map_err(TlsError::Protocol)?;
+                        if self.early.len() + rec.payload.len() > 4 * record::MAX_FRAGMENT {
+                            return Err(TlsError::Protocol(rustls::Error::General(
+                                "too much data before the handshake finished".into(),
+                            )));
+                        }
+                        self.early.extend_from_slice(rec.payload);
+                    }
+                }
+                ConnectionState::WriteTraffic(_) => {
+                    // Handshake done, nothing to send; the top of the loop returns.
+                    consumed += discard;
+                    if self.conn.is_handshaking() {
+                        return Ok((consumed, Step::NeedMore));
+                    }
+                    continue;
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    return Err(TlsError::Protocol(rustls::Error::General(
+                        "peer closed during the handshake".into(),
+                    )))
+                }
+                // 0-RTT is not enabled; anything else is a future rustls state.
+                _ => {
+                    return Err(TlsError::Protocol(rustls::Error::General(
+                        "unexpected handshake state".into(),
+                    )))
+                }
+            }
+            consumed += discard;
+        }
+    }
+
+    /// After a failed `step`: the alert rustls queued, encoded into `out` (best effort).
+    pub fn alert(&mut self, out: &mut [u8]) -> usize {
+        let mut produced = 0;
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => match e.encode(&mut out[produced..]) {
+                    Ok(n) => produced += n,
+                    Err(_) => break,
+                },
+                _ => break,
             }
         }
-        Ok(data.len() - rest.len())
+        produced
     }
 
-    /// Copies decrypted application data into `out`.
-    pub fn read_plain(&mut self, out: &mut [u8]) -> Plain {
-        match self.conn.reader().read(out) {
-            Ok(0) if !out.is_empty() => Plain::Closed,
-            Ok(n) => Plain::Data(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Plain::Empty,
-            // UnexpectedEof only follows an EOF we signalled, which we never do.
-            Err(_) => Plain::Closed,
-        }
-    }
-
-    /// Encrypts application data; returns how much was taken (less than all once the
-    /// session's outgoing buffer is at its limit: write the pending records out, then retry).
-    pub fn write_plain(&mut self, data: &[u8]) -> usize {
-        // The writer only fails once the connection is closed for writing; nothing is taken.
-        self.conn.writer().write(data).unwrap_or(0)
-    }
-
-    /// Whether records (handshake, alerts, data) wait to be sent to the peer.
-    pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
-    }
-
-    /// Moves every pending record into `out`.
-    pub fn write_tls_into(&mut self, out: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            // Writing into a Vec cannot fail.
-            if self.conn.write_tls(out).is_err() {
-                break;
-            }
-        }
-    }
-
-    pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
-    }
-
-    /// Queues close_notify; the caller then writes the pending records out.
-    pub fn close_notify(&mut self) {
-        self.conn.send_close_notify();
-    }
-
-    pub fn info(&self) -> SessionInfo {
-        SessionInfo {
-            version: match self.conn.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                Some(_) => "other",
-                None => "none",
+    /// The established session; the handshake must have returned [`Step::Done`].
+    pub fn finish(self) -> Result<Established, TlsError> {
+        let conn = self.conn;
+        let version = match conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => Version::Tls13,
+            Some(rustls::ProtocolVersion::TLSv1_2) => Version::Tls12,
+            _ => return Err(TlsError::Protocol(rustls::Error::HandshakeNotComplete)),
+        };
+        let suite = conn.negotiated_cipher_suite();
+        let limit = match suite {
+            Some(rustls::SupportedCipherSuite::Tls13(s)) => s.common.confidentiality_limit,
+            Some(rustls::SupportedCipherSuite::Tls12(s)) => s.common.confidentiality_limit,
+            _ => u64::MAX,
+        };
+        let info = SessionInfo {
+            version: match version {
+                Version::Tls13 => "TLSv1.3",
+                Version::Tls12 => "TLSv1.2",
             },
-            suite: self
-                .conn
-                .negotiated_cipher_suite()
+            suite: suite
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default(),
-            sni: self.conn.server_name().map(str::to_owned),
-            alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
+            sni: self.sni,
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+        };
+        let (secrets, kernel) = conn
+            .dangerous_into_kernel_connection()
+            .map_err(TlsError::Protocol)?;
+        let (rx_seq, rx_secrets) = secrets.rx;
+        let (tx_seq, tx_secrets) = secrets.tx;
+        Ok(Established {
+            rx: Rx {
+                opener: Opener::new(version, rx_seq, &rx_secrets, limit)?,
+                version,
+            },
+            tx: Tx {
+                sealer: Sealer::new(version, tx_seq, &tx_secrets, limit)?,
+                version,
+            },
+            control: RefCell::new(Control {
+                kernel,
+                tx_update_due: false,
+                decline_renegotiation: false,
+            }),
+            info,
+            early: self.early,
+        })
+    }
+}
+
+/// A session after the handshake, in parts the two directions of a connection can own.
+pub struct Established {
+    pub rx: Rx,
+    pub tx: Tx,
+    /// Shared by both directions: key updates and replies the receiving side owes.
+    pub control: RefCell<Control>,
+    pub info: SessionInfo,
+    /// Plaintext that arrived with the handshake; forward it before anything else.
+    pub early: Vec<u8>,
+}
+
+/// What the two directions share: the key schedule (TLS 1.3 key updates) and the records
+/// the receiving side asks the sending side to send.
+pub struct Control {
+    kernel: KernelConnection<ServerConnectionData>,
+    /// The peer asked us to update our keys; done before our next application data.
+    tx_update_due: bool,
+    /// The peer asked to renegotiate (TLS 1.2); we answer no_renegotiation.
+    decline_renegotiation: bool,
+}
+
+impl Control {
+    /// Whether a record should go to the peer now, even without application data.
+    pub fn reply_due(&self) -> bool {
+        self.decline_renegotiation
+    }
+
+    fn next(&mut self, tx: bool) -> Result<(u64, ConnectionTrafficSecrets), TlsError> {
+        let r = if tx {
+            self.kernel.update_tx_secret()
+        } else {
+            self.kernel.update_rx_secret()
+        };
+        r.map_err(TlsError::Protocol)
+    }
+}
+
+/// What one received record was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RxEvent {
+    /// Application data, now plaintext at this range of the buffer given to `next`.
+    Data(Range<usize>),
+    /// A record with nothing for the application (empty data, a key update, a warning).
+    Skip,
+    /// close_notify: the peer will send no more.
+    Closed,
+}
+
+/// The receiving half: opens records in place.
+pub struct Rx {
+    opener: Opener,
+    version: Version,
+}
+
+const KEY_UPDATE: u8 = 24;
+const CLIENT_HELLO: u8 = 1;
+const ALERT_WARNING: u8 = 1;
+const CLOSE_NOTIFY: u8 = 0;
+const USER_CANCELED: u8 = 90;
+const NO_RENEGOTIATION: u8 = 100;
+
+impl Rx {
+    /// Opens the record at the front of `buf`. `Ok(None)`: it is not all there yet.
+    /// Otherwise: how many bytes it took, and what it was.
+    pub fn next(
+        &mut self,
+        buf: &mut [u8],
+        control: &RefCell<Control>,
+    ) -> Result<Option<(usize, RxEvent)>, TlsError> {
+        let Some(rec) = self.opener.open(buf)? else {
+            return Ok(None);
+        };
+        let payload = &buf[rec.plain.clone()];
+        let event = match rec.typ {
+            record::APPLICATION_DATA if payload.is_empty() => RxEvent::Skip,
+            record::APPLICATION_DATA => RxEvent::Data(rec.plain),
+            record::ALERT => match payload {
+                [_, CLOSE_NOTIFY] => RxEvent::Closed,
+                [ALERT_WARNING, USER_CANCELED] => RxEvent::Skip,
+                [ALERT_WARNING, _] if self.version == Version::Tls12 => RxEvent::Skip,
+                [_, desc] => return Err(TlsError::PeerAlert(*desc)),
+                _ => return Err(RecordError::Unexpected("malformed alert").into()),
+            },
+            record::HANDSHAKE => self.handshake_message(payload, control)?,
+            _ => return Err(RecordError::Unexpected("record type after the handshake").into()),
+        };
+        Ok(Some((rec.len, event)))
+    }
+
+    /// Post-handshake messages: TLS 1.3 KeyUpdate is honoured; a TLS 1.2 renegotiation
+    /// request is declined with a no_renegotiation warning (as rustls does); anything else,
+    /// or a message split across records, is refused.
+    fn handshake_message(
+        &mut self,
+        payload: &[u8],
+        control: &RefCell<Control>,
+    ) -> Result<RxEvent, TlsError> {
+        let unexpected = |what| Err(TlsError::Record(RecordError::Unexpected(what)));
+        match (self.version, payload) {
+            (Version::Tls13, [KEY_UPDATE, 0, 0, 1, request]) if *request <= 1 => {
+                let (seq, secrets) = control.borrow_mut().next(false)?;
+                self.opener.rekey(seq, &secrets)?;
+                if *request == 1 {
+                    control.borrow_mut().tx_update_due = true;
+                }
+                Ok(RxEvent::Skip)
+            }
+            (Version::Tls12, [CLIENT_HELLO, ..]) => {
+                control.borrow_mut().decline_renegotiation = true;
+                Ok(RxEvent::Skip)
+            }
+            _ => unexpected("handshake message after the handshake"),
         }
+    }
+}
+
+/// The sending half: seals records straight into the output buffer.
+pub struct Tx {
+    sealer: Sealer,
+    version: Version,
+}
+
+impl Tx {
+    /// Wire bytes added per record.
+    pub fn overhead(&self) -> usize {
+        self.sealer.overhead()
+    }
+
+    /// Seals as much of `data` as fits into `out` as application data, after any record the
+    /// receiving side owes and any key update that is due. Returns (bytes of `data` taken,
+    /// bytes written to `out`).
+    pub fn seal_data(
+        &mut self,
+        data: &[u8],
+        out: &mut [u8],
+        control: &RefCell<Control>,
+    ) -> Result<(usize, usize), TlsError> {
+        let mut written = self.seal_replies(out, control)?;
+        let due = control.borrow().tx_update_due;
+        if due || self.sealer.near_limit() {
+            if self.version == Version::Tls12 {
+                return Err(RecordError::Exhausted.into());
+            }
+            // KeyUpdate(update_not_requested) under the old key, then switch.
+            let msg = [KEY_UPDATE, 0, 0, 1, 0];
+            written += self
+                .sealer
+                .seal(record::HANDSHAKE, &msg, &mut out[written..])?;
+            let (seq, secrets) = control.borrow_mut().next(true)?;
+            self.sealer.rekey(seq, &secrets)?;
+            control.borrow_mut().tx_update_due = false;
+        }
+        let (taken, n) = self.sealer.seal_data(data, &mut out[written..])?;
+        Ok((taken, written + n))
+    }
+
+    /// Records the receiving side asked for (declining a renegotiation).
+    pub fn seal_replies(
+        &mut self,
+        out: &mut [u8],
+        control: &RefCell<Control>,
+    ) -> Result<usize, TlsError> {
+        let decline = std::mem::take(&mut control.borrow_mut().decline_renegotiation);
+        if decline {
+            return self.seal_alert(ALERT_WARNING, NO_RENEGOTIATION, out);
+        }
+        Ok(0)
+    }
+
+    /// A warning or fatal alert record.
+    pub fn seal_alert(&mut self, level: u8, desc: u8, out: &mut [u8]) -> Result<usize, TlsError> {
+        Ok(self.sealer.seal(record::ALERT, &[level, desc], out)?)
+    }
+
+    pub fn seal_close_notify(&mut self, out: &mut [u8]) -> Result<usize, TlsError> {
+        self.seal_alert(ALERT_WARNING, CLOSE_NOTIFY, out)
+    }
+
+    /// The fatal alert for a failure, for the peer to see why (best effort).
+    pub fn seal_failure(&mut self, e: &TlsError, out: &mut [u8]) -> usize {
+        let desc = match e {
+            TlsError::Record(r) => r.alert(),
+            TlsError::PeerAlert(_) => return 0,
+            TlsError::Protocol(_) => 80,
+        };
+        self.seal_alert(2, desc, out).unwrap_or(0)
     }
 }

@@ -235,12 +235,14 @@ async fn conn_task(ctx: Rc<Ctx>, idx: usize) {
             // close_notify/FIN so the TIME_WAIT lands on the server side, as with real clients.
             let wait = ctx.timeout.min(Duration::from_secs(2));
             let _ = timeout(wait, async {
-                while conn.fill().await? != 0 {
+                while !conn.peer_closed() && conn.fill().await? != 0 {
                     conn.plain.clear();
                 }
                 Ok::<(), io::Error>(())
             })
             .await;
+            // Answer the server's close_notify (some servers hold their FIN until it comes).
+            conn.close_notify().await;
         } else if ok && phase() != STOP {
             conn.close_notify().await;
         }
@@ -343,6 +345,8 @@ pub fn run(a: RunArgs) -> Result<bool, String> {
         return Err(f);
     }
     let s0 = watch(t.watch_pid)?;
+    let b0 = watch(t.watch_backend).ok().flatten();
+    let m0 = procstat::machine_ticks();
     let c0 = procstat::self_cpu_ticks();
     let tickets0 = store.tickets.load(Relaxed);
     let t0 = Instant::now();
@@ -351,6 +355,8 @@ pub fn run(a: RunArgs) -> Result<bool, String> {
     PHASE.store(STOP, Relaxed);
     let secs = t0.elapsed().as_secs_f64();
     let s1 = watch(t.watch_pid)?;
+    let b1 = watch(t.watch_backend).ok().flatten();
+    let m1 = procstat::machine_ticks();
     let c1 = procstat::self_cpu_ticks();
     let tickets = store.tickets.load(Relaxed) - tickets0;
     // Bounded wait for the tasks to finish their current request.
@@ -377,6 +383,16 @@ pub fn run(a: RunArgs) -> Result<bool, String> {
         _ => None,
     };
     let client_cpu = (c1.saturating_sub(c0)) as f64 / tck;
+    let backend_cpu = match (b0, b1) {
+        (Some(a), Some(b)) => Some((b.cpu_ticks.saturating_sub(a.cpu_ticks)) as f64 / tck),
+        _ => None,
+    };
+    let d = |i: fn(&(u64, u64, u64)) -> u64| i(&m1).saturating_sub(i(&m0)) as f64 / tck;
+    let (task_cpu, irq_cpu, steal) = (d(|m| m.0), d(|m| m.1), d(|m| m.2));
+    // CPU time not charged to the run's processes: someone else's load (noise). Per-process
+    // times include interrupt/softirq ticks that /proc/stat files under irq, so irq is added in.
+    let other_cpu =
+        task_cpu + irq_cpu - server_cpu.unwrap_or(0.0) - client_cpu - backend_cpu.unwrap_or(0.0);
     let per = |x: f64| server_cpu.filter(|s| *s > 0.0).map(|s| x / s);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let q = |p: f64| {
@@ -406,6 +422,8 @@ pub fn run(a: RunArgs) -> Result<bool, String> {
             "rps_per_cpu_s": per(requests as f64), "hps_per_cpu_s": per(conns as f64),
             "mib_per_cpu_s": per(mib(bytes_in + bytes_out)),
             "client_cpu_s": client_cpu, "client_busy": client_cpu / secs,
+            "backend_cpu_s": backend_cpu, "irq_cpu_s": irq_cpu, "steal_s": steal,
+            "other_cpu_s": other_cpu, "other_busy": other_cpu / secs,
         }),
     );
     println!("{out}");

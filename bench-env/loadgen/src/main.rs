@@ -75,6 +75,10 @@ pub struct TlsArgs {
     /// PID whose process tree's CPU time / RSS is measured (the terminator).
     #[arg(long)]
     pub watch_pid: Option<u32>,
+    /// PID of the backend, whose process tree's CPU time is reported too (to tell how much of
+    /// the machine the run left to others).
+    #[arg(long)]
+    pub watch_backend: Option<u32>,
     /// Request path.
     #[arg(long, default_value = "/")]
     pub path: String,

@@ -102,6 +102,24 @@ pub fn tree(root: u32) -> io::Result<TreeStat> {
     Ok(t)
 }
 
+/// Machine-wide CPU ticks from the first line of /proc/stat, summed over CPUs:
+/// (task, irq, steal). task = user + nice + system, the time charged to processes (with
+/// IRQ_TIME_ACCOUNTING, interrupt and softirq time, much of loopback TCP, is charged to no process
+/// and shows in irq); steal = time the hypervisor ran something else.
+pub fn machine_ticks() -> (u64, u64, u64) {
+    let s = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let g = |i: usize| f.get(i).copied().unwrap_or(0);
+    (g(0) + g(1) + g(2), g(5) + g(6), g(7))
+}
+
 /// CPU ticks this process has used so far (all threads).
 pub fn self_cpu_ticks() -> u64 {
     cpu_and_ppid(std::process::id())

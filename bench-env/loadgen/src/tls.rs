@@ -6,10 +6,11 @@
 //! ~100 lines, reads TLS straight into a reused buffer, hands decrypted bytes to the HTTP layer and
 //! keeps the cause of every failure.
 
+use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -93,6 +94,7 @@ pub fn client_config(o: &ClientOpts) -> Result<(Arc<ClientConfig>, Arc<CountingS
         .with_no_client_auth();
     let store = Arc::new(CountingStore {
         inner: o.resume.then(|| ClientSessionMemoryCache::new(256)),
+        tls13: Mutex::default(),
         tickets: AtomicU64::new(0),
     });
     // With resumption off this is exactly `Resumption::disabled()` (a store that keeps nothing,
@@ -173,11 +175,20 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+/// Most TLS 1.3 tickets kept (the newest are used first).
+const MAX_TICKETS: usize = 4096;
+
 /// A session store that counts the TLS 1.3 tickets servers send (so a run shows whether a
-/// terminator really has tickets off) and, with resumption on, keeps them in rustls' own cache.
+/// terminator really has tickets off) and, with resumption on, keeps them.
+///
+/// TLS 1.3 tickets are single-use. rustls' own `ClientSessionMemoryCache` keeps at most 8 per
+/// server; with dozens of connections in flight that pool runs dry and a "resumed" run does
+/// many full handshakes. So TLS 1.3 tickets live in one large pool here (one target per run, so
+/// the server name is not looked at); the rest (kx hint, TLS 1.2 sessions) stays in rustls' cache.
 #[derive(Debug)]
 pub struct CountingStore {
     inner: Option<ClientSessionMemoryCache>,
+    tls13: Mutex<VecDeque<rustls::client::Tls13ClientSessionValue>>,
     pub tickets: AtomicU64,
 }
 
@@ -215,16 +226,25 @@ impl ClientSessionStore for CountingStore {
         name: ServerName<'static>,
         value: rustls::client::Tls13ClientSessionValue,
     ) {
+        let _ = name;
         self.tickets.fetch_add(1, Ordering::Relaxed);
-        if let Some(i) = &self.inner {
-            i.insert_tls13_ticket(name, value)
+        if self.inner.is_some() {
+            let mut q = self.tls13.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() >= MAX_TICKETS {
+                q.pop_front();
+            }
+            q.push_back(value);
         }
     }
     fn take_tls13_ticket(
         &self,
         name: &ServerName<'static>,
     ) -> Option<rustls::client::Tls13ClientSessionValue> {
-        self.inner.as_ref().and_then(|i| i.take_tls13_ticket(name))
+        let _ = name;
+        self.tls13
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_back()
     }
 }
 
@@ -239,6 +259,8 @@ pub struct TlsConn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     pub plain: Vec<u8>,
+    /// The peer sent close_notify.
+    closed: bool,
 }
 
 impl TlsConn {
@@ -256,6 +278,7 @@ impl TlsConn {
             rbuf: Vec::with_capacity(READ_BUF),
             wbuf: Vec::with_capacity(16 * 1024),
             plain: Vec::with_capacity(16 * 1024),
+            closed: false,
         };
         while c.tls.is_handshaking() {
             c.flush().await?;
@@ -271,6 +294,11 @@ impl TlsConn {
         }
         // In TLS 1.3 the client Finished is still queued here; it leaves with the first request.
         Ok(c)
+    }
+
+    /// The server has sent close_notify (it may still be waiting for ours before its FIN).
+    pub fn peer_closed(&self) -> bool {
+        self.closed
     }
 
     pub fn resumed(&self) -> bool {
@@ -312,7 +340,6 @@ impl TlsConn {
             return Ok(0);
         }
         let mut off = 0;
-        let mut closed = false;
         while off < n {
             let mut rd = &self.rbuf[off..n];
             let k = self.tls.read_tls(&mut rd)?;
@@ -324,14 +351,14 @@ impl TlsConn {
                 .tls
                 .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            closed |= st.peer_has_closed();
+            self.closed |= st.peer_has_closed();
             self.drain_plaintext()?;
         }
         // Handshake messages (e.g. the client's reply to a KeyUpdate) may be due.
         if self.tls.wants_write() && !self.tls.is_handshaking() {
             self.flush().await?;
         }
-        Ok(if closed && self.plain.is_empty() {
+        Ok(if self.closed && self.plain.is_empty() {
             0
         } else {
             n

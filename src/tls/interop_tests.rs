@@ -1,0 +1,396 @@
+//! tern's handshake driver and record layer against rustls' own client, in memory: every
+//! cipher suite both versions offer, key updates both ways, close_notify, renegotiation
+//! refusal, tampering, and records arriving a byte at a time.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, SupportedCipherSuite};
+
+use super::session::{Established, RxEvent, Step, TlsError};
+use super::{certs, provider, ServerTls, TlsSettings};
+
+fn server_and_roots() -> (ServerTls, RootCertStore) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ck = certs::from_der(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        &provider(),
+    )
+    .unwrap();
+    let server = ServerTls::new(&TlsSettings {
+        key: ck,
+        alpn: vec![b"http/1.1".to_vec()],
+        tickets: Some(Arc::new(super::tickets::MasterSecret::random().unwrap())),
+    })
+    .unwrap();
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(cert.der().to_vec()))
+        .unwrap();
+    (server, roots)
+}
+
+fn client_config(roots: &RootCertStore, suite: SupportedCipherSuite) -> Arc<ClientConfig> {
+    let version = suite.version();
+    let provider = CryptoProvider {
+        cipher_suites: vec![suite],
+        ..default_provider()
+    };
+    let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Bytes on the wire in both directions, and the two ends.
+struct Pair {
+    server: Established,
+    client: ClientConnection,
+    to_server: Vec<u8>,
+}
+
+fn connect(server: &ServerTls, cfg: &Arc<ClientConfig>) -> Pair {
+    let mut client =
+        ClientConnection::new(cfg.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut accepting = server.accept().unwrap();
+    let mut inbox = Vec::new();
+    let mut out = vec![0u8; 64 * 1024];
+    loop {
+        while client.wants_write() {
+            client.write_tls(&mut inbox).unwrap();
+        }
+        let (consumed, step) = accepting.step(&mut inbox, &mut out).unwrap();
+        inbox.drain(..consumed);
+        match step {
+            Step::Send(n) => deliver(&mut client, &out[..n]),
+            Step::NeedMore => assert!(client.wants_write() || !inbox.is_empty(), "stalled"),
+            Step::Done => break,
+        }
+    }
+    let server = accepting.finish().unwrap();
+    assert_eq!(server.info.sni.as_deref(), Some("localhost"));
+    assert_eq!(server.info.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    Pair {
+        server,
+        client,
+        to_server: inbox,
+    }
+}
+
+fn deliver(client: &mut ClientConnection, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        client.read_tls(&mut bytes).unwrap();
+        client.process_new_packets().unwrap();
+    }
+}
+
+impl Pair {
+    /// Client → server: everything the client has written, opened by tern.
+    fn client_to_server(&mut self) -> Result<(Vec<u8>, bool), TlsError> {
+        while self.client.wants_write() {
+            self.client.write_tls(&mut self.to_server).unwrap();
+        }
+        let (mut got, mut closed, mut at) = (Vec::new(), false, 0);
+        while let Some((n, ev)) = self
+            .server
+            .rx
+            .next(&mut self.to_server[at..], &self.server.control)?
+        {
+            match ev {
+                RxEvent::Data(r) => {
+                    got.extend_from_slice(&self.to_server[at + r.start..at + r.end])
+                }
+                RxEvent::Skip => {}
+                RxEvent::Closed => closed = true,
+            }
+            at += n;
+        }
+        self.to_server.drain(..at);
+        Ok((got, closed))
+    }
+
+    /// Server → client: `data` sealed by tern, read by the client.
+    fn server_to_client(&mut self, data: &[u8]) -> Vec<u8> {
+        // One record at a time: rustls' client buffers at most 16 KiB of plaintext.
+        let mut out = vec![0u8; 16 * 1024 + 64];
+        let (mut off, mut got) = (0, Vec::new());
+        while off < data.len() {
+            let (taken, n) = self
+                .server
+                .tx
+                .seal_data(&data[off..], &mut out, &self.server.control)
+                .unwrap();
+            deliver(&mut self.client, &out[..n]);
+            off += taken;
+            let mut chunk = [0u8; 4096];
+            while let Ok(k) = self.client.reader().read(&mut chunk) {
+                got.extend_from_slice(&chunk[..k]);
+            }
+        }
+        got
+    }
+}
+
+fn all_suites() -> Vec<SupportedCipherSuite> {
+    vec![
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS13_AES_256_GCM_SHA384,
+        cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + len) as u8).collect()
+}
+
+#[test]
+fn every_suite_carries_data_both_ways() {
+    let (server, roots) = server_and_roots();
+    for suite in all_suites() {
+        let mut p = connect(&server, &client_config(&roots, suite));
+        for len in [1, 100, 16383, 16384, 16385, 100_000] {
+            let d = data(len);
+            let mut got = Vec::new();
+            for chunk in d.chunks(30_000) {
+                p.client.writer().write_all(chunk).unwrap();
+                let (part, closed) = p.client_to_server().unwrap();
+                assert!(!closed);
+                got.extend(part);
+            }
+            assert!(got == d, "{suite:?} client->server {len}");
+            assert!(
+                p.server_to_client(&d) == d,
+                "{suite:?} server->client {len}"
+            );
+        }
+    }
+}
+
+#[test]
+fn close_notify_is_seen_and_sent() {
+    let (server, roots) = server_and_roots();
+    for suite in all_suites() {
+        let mut p = connect(&server, &client_config(&roots, suite));
+        p.client.writer().write_all(b"last words").unwrap();
+        p.client.send_close_notify();
+        let (got, closed) = p.client_to_server().unwrap();
+        assert_eq!(
+            (got.as_slice(), closed),
+            (&b"last words"[..], true),
+            "{suite:?}"
+        );
+        let mut out = [0u8; 64];
+        let n = p.server.tx.seal_close_notify(&mut out).unwrap();
+        deliver(&mut p.client, &out[..n]);
+        let mut rest = Vec::new();
+        assert_eq!(p.client.reader().read_to_end(&mut rest).unwrap(), 0);
+    }
+}
+
+#[test]
+fn key_updates_in_both_directions() {
+    let (server, roots) = server_and_roots();
+    for suite in all_suites().into_iter().filter(|s| s.tls13().is_some()) {
+        let mut p = connect(&server, &client_config(&roots, suite));
+        for round in 0..3 {
+            // The client updates its keys and asks tern to update its own.
+            p.client.refresh_traffic_keys().unwrap();
+            p.client.writer().write_all(b"after update").unwrap();
+            let (got, _) = p.client_to_server().unwrap();
+            assert_eq!(got, b"after update", "{suite:?} round {round}");
+            // tern answers with its own KeyUpdate before its next data.
+            assert_eq!(
+                p.server_to_client(b"reply"),
+                b"reply",
+                "{suite:?} round {round}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tls12_renegotiation_is_declined_politely() {
+    use super::record::{Opener, Sealer, Version, ALERT, APPLICATION_DATA, HANDSHAKE};
+    let (server, roots) = server_and_roots();
+    let suite = cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    let mut cfg = (*client_config(&roots, suite)).clone();
+    cfg.enable_secret_extraction = true;
+    let mut p = connect(&server, &Arc::new(cfg));
+    // rustls' client never renegotiates; take its keys and send what one would: a
+    // ClientHello as a protected handshake record.
+    #[allow(deprecated)]
+    let secrets = p.client.dangerous_extract_secrets().unwrap();
+    let mut client_tx = Sealer::new(Version::Tls12, secrets.tx.0, &secrets.tx.1, u64::MAX).unwrap();
+    let mut client_rx = Opener::new(Version::Tls12, secrets.rx.0, &secrets.rx.1, u64::MAX).unwrap();
+    let mut wire = vec![0u8; 256];
+    let n = client_tx
+        .seal(HANDSHAKE, &[1, 0, 0, 2, 3, 3], &mut wire)
+        .unwrap();
+    wire.truncate(n);
+    let (used, ev) = p
+        .server
+        .rx
+        .next(&mut wire, &p.server.control)
+        .unwrap()
+        .unwrap();
+    assert_eq!((used, ev), (n, RxEvent::Skip));
+    assert!(p.server.control.borrow().reply_due());
+    let mut out = vec![0u8; 256];
+    let n = p
+        .server
+        .tx
+        .seal_replies(&mut out, &p.server.control)
+        .unwrap();
+    let opened = client_rx.open(&mut out[..n]).unwrap().unwrap();
+    assert_eq!(opened.typ, ALERT);
+    assert_eq!(&out[opened.plain], &[1, 100], "warning: no_renegotiation");
+    assert!(!p.server.control.borrow().reply_due());
+    // And the connection carries on.
+    let mut wire = vec![0u8; 256];
+    let n = client_tx
+        .seal(APPLICATION_DATA, b"more", &mut wire)
+        .unwrap();
+    let (_, ev) = p
+        .server
+        .rx
+        .next(&mut wire[..n], &p.server.control)
+        .unwrap()
+        .unwrap();
+    let RxEvent::Data(r) = ev else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(&wire[r], b"more");
+}
+
+#[test]
+fn tampered_records_are_refused() {
+    let (server, roots) = server_and_roots();
+    for suite in all_suites() {
+        let mut p = connect(&server, &client_config(&roots, suite));
+        p.client.writer().write_all(b"do not touch").unwrap();
+        while p.client.wants_write() {
+            p.client.write_tls(&mut p.to_server).unwrap();
+        }
+        let last = p.to_server.len() - 3;
+        p.to_server[last] ^= 0x40;
+        let err = p.client_to_server().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsError::Record(super::record::RecordError::BadRecordMac)
+            ),
+            "{suite:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn records_arriving_a_byte_at_a_time() {
+    let (server, roots) = server_and_roots();
+    for suite in all_suites() {
+        let mut p = connect(&server, &client_config(&roots, suite));
+        let d = data(20_000);
+        p.client.writer().write_all(&d).unwrap();
+        let mut wire = Vec::new();
+        while p.client.wants_write() {
+            p.client.write_tls(&mut wire).unwrap();
+        }
+        let (mut buf, mut got) = (Vec::new(), Vec::new());
+        for byte in wire {
+            buf.push(byte);
+            while let Some((n, ev)) = p.server.rx.next(&mut buf, &p.server.control).unwrap() {
+                if let RxEvent::Data(r) = ev {
+                    got.extend_from_slice(&buf[r]);
+                }
+                buf.drain(..n);
+            }
+        }
+        assert!(got == d && buf.is_empty(), "{suite:?}");
+    }
+}
+
+#[test]
+fn plaintext_and_unknown_records_after_the_handshake_are_refused() {
+    let (server, roots) = server_and_roots();
+    for suite in [
+        cipher_suite::TLS13_AES_128_GCM_SHA256,
+        cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ] {
+        let mut p = connect(&server, &client_config(&roots, suite));
+        let mut ccs = vec![20, 3, 3, 0, 1, 1];
+        assert!(
+            p.server.rx.next(&mut ccs, &p.server.control).is_err(),
+            "{suite:?} change_cipher_spec"
+        );
+        let mut junk = vec![99, 3, 3, 0, 20];
+        junk.extend([0u8; 20]);
+        assert!(
+            p.server.rx.next(&mut junk, &p.server.control).is_err(),
+            "{suite:?} unknown type"
+        );
+        let mut huge = vec![23, 3, 3, 0xff, 0xff];
+        assert!(
+            p.server.rx.next(&mut huge, &p.server.control).is_err(),
+            "{suite:?} oversized"
+        );
+    }
+}
+
+#[test]
+fn application_data_sent_with_the_finished_message_is_kept() {
+    let (server, roots) = server_and_roots();
+    for suite in all_suites() {
+        let cfg = client_config(&roots, suite);
+        let mut client =
+            ClientConnection::new(cfg.clone(), ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut accepting = server.accept().unwrap();
+        let (mut inbox, mut out) = (Vec::new(), vec![0u8; 64 * 1024]);
+        // The client queues its request before the handshake ends; rustls sends it right
+        // after its Finished, in the same flight.
+        client
+            .writer()
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let established = loop {
+            while client.wants_write() {
+                client.write_tls(&mut inbox).unwrap();
+            }
+            let (consumed, step) = accepting.step(&mut inbox, &mut out).unwrap();
+            inbox.drain(..consumed);
+            match step {
+                Step::Send(n) => deliver(&mut client, &out[..n]),
+                Step::NeedMore => {}
+                Step::Done => break accepting.finish().unwrap(),
+            }
+        };
+        let Established {
+            mut rx,
+            control,
+            early,
+            ..
+        } = established;
+        let mut got = early;
+        let mut at = 0;
+        while let Some((n, ev)) = rx.next(&mut inbox[at..], &control).unwrap() {
+            if let RxEvent::Data(r) = ev {
+                got.extend_from_slice(&inbox[at + r.start..at + r.end]);
+            }
+            at += n;
+        }
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n", "{suite:?}");
+    }
+}
