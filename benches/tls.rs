@@ -32,7 +32,7 @@ fn setup(alg: &'static rcgen::SignatureAlgorithm, group: &'static dyn SupportedK
     )
     .unwrap();
     let server = ServerTls::new(&TlsSettings {
-        key: ck,
+        certs: Arc::new(certs::CertStore::single(ck)),
         alpn: vec![],
         tickets: None,
     })

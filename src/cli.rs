@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::proxy::pool::Balance;
 use crate::util::{cpus, duration};
 
 #[derive(Parser, Debug)]
@@ -29,10 +30,24 @@ pub struct Cli {
 pub enum Command {
     /// Serve https://127.0.0.1:8443 with a generated certificate and a built-in HTTP backend.
     Demo(DemoArgs),
+    /// Check a configuration file (and the certificates it names), then exit: 0 when it is
+    /// good, 2 with the file, line and cause when not.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The configuration file to check.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Listeners, certificates, backend pools and routes from a TOML file (instead of
+    /// --listen, --cert/--key/--pem and --backend).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "pem", "backend", "balance", "health_check"])]
+    pub config: Option<PathBuf>,
     /// Address to accept TLS on, e.g. 0.0.0.0:443 or [::]:443 (repeatable; :443 means all IPv4).
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
@@ -45,11 +60,25 @@ pub struct RunArgs {
     /// One PEM file holding the chain and the key (as hitch and HAProxy take it).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["cert", "key"])]
     pub pem: Option<PathBuf>,
-    /// Backend to forward to, HOST:PORT (repeatable: round-robin per worker, next on failure).
+    /// Backend to forward to, HOST:PORT (repeatable: balanced per worker, next on failure).
     #[arg(long, value_name = "HOST:PORT")]
     pub backend: Vec<String>,
+    /// How the backends share connections (requests in http mode).
+    #[arg(long, value_name = "HOW", default_value = "round-robin", value_parser = parse_balance, hide_possible_values = false)]
+    pub balance: Balance,
+    /// Check each backend with GET PATH every --health-check-interval; a backend that does not
+    /// answer 2xx/3xx is left out until it does [default: passive checks only].
+    #[arg(long, value_name = "PATH")]
+    pub health_check: Option<String>,
+    /// Time between active health checks.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
+    pub health_interval: Duration,
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+fn parse_balance(s: &str) -> Result<Balance, String> {
+    s.parse()
 }
 
 #[derive(Args, Debug)]

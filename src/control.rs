@@ -190,7 +190,6 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
         }
     };
     let (bound, mut listeners) = bind_all(&cfg.listen, n)?;
-    let backends: Arc<[SocketAddr]> = cfg.backends.clone().into();
     let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::new(WorkerStats::default())).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();
@@ -204,7 +203,8 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
             driver,
             listeners: std::mem::take(&mut listeners[id]),
             tls: cfg.tls.clone(),
-            backends: backends.clone(),
+            pools: cfg.pools.clone(),
+            routes: cfg.routes.clone(),
             settings: cfg.settings.clone(),
             max_conns: share,
             drain_timeout: cfg.drain_timeout,
@@ -239,13 +239,10 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
     for addr in &bound {
         info!("listening on {addr}");
     }
-    info!(
-        workers = n,
-        mode = ?cfg.mode,
-        backends = ?cfg.backends,
-        max_conns = total,
-        "tern ready"
-    );
+    for pool in cfg.pools.iter() {
+        info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
+    }
+    info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
     on_ready(&bound);
     supervise(handles, &controls, &stats, cfg.drain_timeout)
 }

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod http;
 pub mod logging;
 pub mod proxy;
+pub mod route;
 pub mod stats;
 pub mod tls;
 pub mod util;

@@ -30,6 +30,22 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
+        Some(Command::Check(args)) => {
+            return match tern::config::file::load(&args.config) {
+                Ok(t) => {
+                    println!(
+                        "{}: ok ({})",
+                        args.config.display(),
+                        tern::config::file::summary(&t)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tern: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Some(Command::Demo(args)) => {
             tern::logging::init(args.tuning.verbosity());
             tern::demo::run(args)

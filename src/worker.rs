@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,7 +13,9 @@ use futures_util::FutureExt;
 use monoio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::proxy::{self, Backends, ProxyCtx, Settings};
+use crate::proxy::pool::{Pool, PoolSpec};
+use crate::proxy::{self, ProxyCtx, Settings};
+use crate::route::Routes;
 use crate::stats::WorkerStats;
 use crate::tls::{ServerTls, TlsSettings};
 use crate::util::latch::Latch;
@@ -41,7 +42,8 @@ pub struct Spec {
     pub driver: Driver,
     pub listeners: Vec<std::net::TcpListener>,
     pub tls: Arc<TlsSettings>,
-    pub backends: Arc<[SocketAddr]>,
+    pub pools: Arc<[PoolSpec]>,
+    pub routes: Arc<Routes>,
     pub settings: Settings,
     /// This worker's share of `--max-conns`.
     pub max_conns: usize,
@@ -172,7 +174,12 @@ async fn run(spec: Spec, setup: &'static str) {
         tls,
         // Keep up to 4 MiB of free buffers for bursts, not memory for long-gone peaks.
         bufs: proxy::BufPool::new(spec.settings.buf_size, (4 << 20) / spec.settings.buf_size),
-        backends: Backends::new(spec.backends, spec.settings.connect_timeout, spec.id),
+        routes: spec.routes.clone(),
+        pools: spec
+            .pools
+            .iter()
+            .map(|p| Pool::new(p, spec.settings.connect_timeout, spec.id))
+            .collect(),
         settings: spec.settings,
         stats: spec.stats.clone(),
     });
@@ -183,6 +190,7 @@ async fn run(spec: Spec, setup: &'static str) {
     });
     let stop = Rc::new(Latch::default());
     monoio::spawn(give_back_memory());
+    proxy::start_health_checks(&ctx, &spec.pools);
     for listener in listeners {
         monoio::spawn(accept_loop(
             spec.id,

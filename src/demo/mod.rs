@@ -7,8 +7,10 @@ mod backend;
 use std::net::SocketAddr;
 
 use crate::cli::DemoArgs;
-use crate::config::Config;
+use crate::config::{parse_all_listen, Config, Topology};
 use crate::control::{self, RunError};
+use crate::proxy::pool::{Balance, PoolSpec};
+use crate::route::{HostMatch, Route};
 use crate::tls::{self, certs};
 
 pub fn run(args: &DemoArgs) -> Result<(), RunError> {
@@ -27,8 +29,22 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
 
     let backend = backend::start()
         .map_err(|e| RunError::Runtime(format!("demo: cannot start the demo backend: {e}")))?;
-    let cfg = Config::build(&args.listen, vec![backend], key, &args.tuning)
-        .map_err(|e| RunError::Config(e.0))?;
+    let topology = Topology {
+        listen: parse_all_listen(&args.listen).map_err(|e| RunError::Config(e.0))?,
+        certs: certs::CertStore::single(key),
+        pools: vec![PoolSpec {
+            name: "demo".into(),
+            backends: vec![backend],
+            balance: Balance::RoundRobin,
+            health: None,
+        }],
+        routes: vec![Route {
+            host: HostMatch::Any,
+            path_prefix: "/".into(),
+            pool: 0,
+        }],
+    };
+    let cfg = Config::build(topology, &args.tuning).map_err(|e| RunError::Config(e.0))?;
     let result = control::run(cfg, |bound: &[SocketAddr]| {
         for addr in bound {
             println!("tern demo: https://{addr} -> demo backend http://{backend}");

@@ -42,7 +42,16 @@ pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
             return;
         }
     };
-    let (backend, backend_addr) = match ctx.backends.connect(stats).await {
+    // tcp mode routes on the server name alone.
+    let sni = session.info.sni.as_deref();
+    let connected = match ctx.routes.pick_host(sni) {
+        Some(pool) => ctx.pools[pool]
+            .connect(peer.ip(), stats)
+            .await
+            .map_err(|e| e.to_string()),
+        None => Err(format!("no route for server name {sni:?}")),
+    };
+    let (backend, lease) = match connected {
         Ok(b) => b,
         Err(e) => {
             debug!(%peer, "no backend reachable, closing the client: {e}");
@@ -61,6 +70,7 @@ pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
     };
     let _ = backend.set_nodelay(true);
     let version = session.info.version;
+    let backend_addr = lease.addr();
     let outcome = pump::run(
         session,
         client,
@@ -71,5 +81,6 @@ pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
         stats,
     )
     .await;
+    drop(lease);
     debug!(%peer, backend = %backend_addr, version, "connection ended: {outcome}");
 }

@@ -1,10 +1,11 @@
 //! Per-connection I/O loops. Everything here runs inside one worker's runtime, on that worker's
 //! thread, with that worker's state: no locks, nothing shared with other cores.
 
-pub mod backend;
 mod bufpool;
 mod handshake;
+mod health;
 pub mod l4;
+pub mod pool;
 mod pump;
 mod split;
 
@@ -12,10 +13,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::route::Routes;
 use crate::stats::WorkerStats;
 use crate::tls::ServerTls;
 
-pub use backend::Backends;
 pub use bufpool::BufPool;
 
 /// Per-connection knobs, fixed for the life of a worker.
@@ -45,9 +46,20 @@ impl Default for Settings {
 pub struct ProxyCtx {
     pub tls: ServerTls,
     pub bufs: bufpool::BufPool,
-    pub backends: Backends,
+    pub routes: Arc<Routes>,
+    /// This worker's state of each configured pool, by index.
+    pub pools: Vec<pool::Pool>,
     pub settings: Settings,
     pub stats: Arc<WorkerStats>,
 }
 
 pub type Ctx = Rc<ProxyCtx>;
+
+/// Starts this worker's active health checks, one task per pool that has them.
+pub fn start_health_checks(ctx: &Ctx, specs: &[pool::PoolSpec]) {
+    for (i, spec) in specs.iter().enumerate() {
+        if let Some(h) = &spec.health {
+            monoio::spawn(health::run(ctx.clone(), i, h.path.clone(), h.interval));
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Certificate chains and private keys from PEM, checked at start-up so a bad file is one clear
 //! line naming it, never a failed handshake later.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,6 +10,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use zeroize::Zeroizing;
+
+use crate::route::HostMatch;
 
 /// A PEM file and the name the user knows it by (the flag or config key), for messages.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +57,84 @@ pub fn from_der(
             Err("the private key does not belong to the certificate".into())
         }
         Err(e) => Err(format!("unusable key: {e}")),
+    }
+}
+
+/// The DNS names (and wildcards) in a certificate's subject alternative names.
+pub fn names(key: &CertifiedKey) -> Vec<HostMatch> {
+    let Some(leaf) = key.cert.first() else {
+        return Vec::new();
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(leaf) else {
+        return Vec::new();
+    };
+    cert.valid_dns_names()
+        .filter_map(|n| HostMatch::parse(n).ok())
+        .collect()
+}
+
+/// Certificates by server name, for SNI. Immutable and shared by every worker; lookups are
+/// two hash probes. A name no certificate covers gets the first certificate (the default).
+#[derive(Debug)]
+pub struct CertStore {
+    keys: Vec<Arc<CertifiedKey>>,
+    exact: HashMap<String, usize>,
+    /// `.example.com` → certificate, for `*.example.com`.
+    wildcard: HashMap<String, usize>,
+}
+
+impl CertStore {
+    /// `entries`: each certificate with the names it serves; on overlaps the first wins.
+    pub fn new(entries: Vec<(Arc<CertifiedKey>, Vec<HostMatch>)>) -> CertStore {
+        let mut store = CertStore {
+            keys: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        };
+        for (i, (key, names)) in entries.into_iter().enumerate() {
+            store.keys.push(key);
+            for name in names {
+                match name {
+                    HostMatch::Exact(n) => {
+                        store.exact.entry(n).or_insert(i);
+                    }
+                    HostMatch::Wildcard(suffix) => {
+                        store.wildcard.entry(suffix).or_insert(i);
+                    }
+                    HostMatch::Any => {}
+                }
+            }
+        }
+        store
+    }
+
+    /// One certificate for every name.
+    pub fn single(key: Arc<CertifiedKey>) -> CertStore {
+        CertStore::new(vec![(key, Vec::new())])
+    }
+
+    /// The certificate for a (lower-case) server name.
+    pub fn select(&self, name: Option<&str>) -> usize {
+        let Some(name) = name else { return 0 };
+        if let Some(&i) = self.exact.get(name) {
+            return i;
+        }
+        name.find('.')
+            .and_then(|dot| self.wildcard.get(&name[dot..]))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn key(&self, index: usize) -> &Arc<CertifiedKey> {
+        &self.keys[index]
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }
 
@@ -147,6 +228,51 @@ mod tests {
             };
             load(pem, pem, &provider()).unwrap();
         }
+    }
+
+    fn key_for(names: &[&str]) -> Arc<CertifiedKey> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        from_der(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            &provider(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sni_picks_the_certificate_that_names_the_host() {
+        let a = key_for(&["a.example", "www.a.example"]);
+        let b = key_for(&["*.b.example", "b.example"]);
+        assert_eq!(
+            names(&b),
+            vec![
+                HostMatch::Wildcard(".b.example".into()),
+                HostMatch::Exact("b.example".into())
+            ]
+        );
+        let store = CertStore::new(vec![(a.clone(), names(&a)), (b.clone(), names(&b))]);
+        assert_eq!(store.select(Some("a.example")), 0);
+        assert_eq!(store.select(Some("www.a.example")), 0);
+        assert_eq!(store.select(Some("b.example")), 1);
+        assert_eq!(store.select(Some("shop.b.example")), 1);
+        assert_eq!(
+            store.select(Some("deep.shop.b.example")),
+            0,
+            "wildcards cover one label"
+        );
+        assert_eq!(
+            store.select(Some("unknown.org")),
+            0,
+            "the first certificate is the default"
+        );
+        assert_eq!(store.select(None), 0);
+        assert!(Arc::ptr_eq(store.key(1), &b));
     }
 
     #[test]

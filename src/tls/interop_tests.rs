@@ -26,7 +26,7 @@ fn server_and_roots() -> (ServerTls, RootCertStore) {
     )
     .unwrap();
     let server = ServerTls::new(&TlsSettings {
-        key: ck,
+        certs: Arc::new(certs::CertStore::single(ck)),
         alpn: vec![b"http/1.1".to_vec()],
         tickets: Some(Arc::new(super::tickets::MasterSecret::random().unwrap())),
     })

@@ -31,7 +31,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Everything a worker needs to build its server config; immutable and shared by `Arc`.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    pub key: Arc<CertifiedKey>,
+    pub certs: Arc<certs::CertStore>,
     /// ALPN protocols offered, most preferred first; empty offers none.
     pub alpn: Vec<Vec<u8>>,
     /// Session resumption: stateless tickets keyed from this secret (TLS 1.3 and 1.2) plus a
@@ -60,7 +60,7 @@ fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> 
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Protocol)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(OneCert(settings.key.clone())));
+        .with_cert_resolver(Arc::new(BySni(settings.certs.clone())));
     cfg.alpn_protocols = settings.alpn.clone();
     // After the handshake tern protects records itself (see `record`).
     cfg.enable_secret_extraction = true;
@@ -74,13 +74,15 @@ fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> 
     Ok(Arc::new(cfg))
 }
 
-/// Serves one certificate to every client (SNI selection comes with multi-certificate configs).
+/// Picks the certificate by the client's server name (SNI), and notes the name for the session.
 #[derive(Debug)]
-struct OneCert(Arc<CertifiedKey>);
+struct BySni(Arc<certs::CertStore>);
 
-impl ResolvesServerCert for OneCert {
+impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        session::record_hello_sni(hello.server_name());
-        Some(self.0.clone())
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let key = self.0.key(self.0.select(sni.as_deref())).clone();
+        session::record_hello_sni(sni);
+        Some(key)
     }
 }

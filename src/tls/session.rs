@@ -64,8 +64,8 @@ thread_local! {
     static HELLO_SNI: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-pub(super) fn record_hello_sni(sni: Option<&str>) {
-    HELLO_SNI.with(|s| *s.borrow_mut() = sni.map(str::to_ascii_lowercase));
+pub(super) fn record_hello_sni(sni: Option<String>) {
+    HELLO_SNI.with(|s| *s.borrow_mut() = sni);
 }
 
 /// What to do after [`Accepting::step`].

@@ -195,15 +195,25 @@ impl Certs {
     }
 
     pub fn with_alg(alg: &'static rcgen::SignatureAlgorithm) -> Certs {
+        Self::make(alg, &["localhost"])
+    }
+
+    /// A CA and a certificate for these names.
+    pub fn for_names(names: &[&str]) -> Certs {
+        Self::make(&rcgen::PKCS_ECDSA_P256_SHA256, names)
+    }
+
+    fn make(alg: &'static rcgen::SignatureAlgorithm, names: &[&str]) -> Certs {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let key = rcgen::KeyPair::generate_for(alg).unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, body: &str| {
             let p = dir.path().join(name);

@@ -1,0 +1,244 @@
+//! Turns parsed arguments (and the configuration file, if any) into a checked [`Config`]:
+//! addresses resolved, certificates and keys loaded and matched, pools and routes linked,
+//! CPUs chosen. Every refusal is one line naming the flag, or the file and line; the caller
+//! prints it and exits with code 2.
+
+pub mod file;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{MaxConns, Mode, RunArgs, Toggle, Tuning};
+use crate::proxy::pool::{HealthCheck, PoolSpec};
+use crate::proxy::Settings;
+use crate::route::{HostMatch, Route, Routes};
+use crate::tls::certs::{self, CertStore, PemFile};
+use crate::tls::tickets::MasterSecret;
+use crate::tls::{self, TlsSettings};
+use crate::util::cpus;
+
+/// What is served where: from the command line (one listener set, one certificate, one pool)
+/// or from a configuration file.
+#[derive(Debug)]
+pub struct Topology {
+    pub listen: Vec<SocketAddr>,
+    pub certs: CertStore,
+    pub pools: Vec<PoolSpec>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Arc<TlsSettings>,
+    pub pools: Arc<[PoolSpec]>,
+    pub routes: Arc<Routes>,
+    pub mode: Mode,
+    /// The CPU of each worker (its length is the worker count).
+    pub cpus: Vec<usize>,
+    pub max_conns: MaxConns,
+    pub settings: Settings,
+    pub drain_timeout: Duration,
+}
+
+/// A refusal to start, one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
+impl Config {
+    /// Validates a normal run's arguments, loading certificates and the configuration file.
+    pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
+        let topology = match &args.config {
+            Some(path) => file::load(path)?,
+            None => Self::topology_from_flags(args)?,
+        };
+        Config::build(topology, &args.tuning)
+    }
+
+    fn topology_from_flags(args: &RunArgs) -> Result<Topology, ConfigError> {
+        if args.listen.is_empty() {
+            return Err(ConfigError(
+                "--listen is required, e.g. --listen 0.0.0.0:443 (or give --config FILE)".into(),
+            ));
+        }
+        if args.backend.is_empty() {
+            return Err(ConfigError(
+                "--backend is required, e.g. --backend 127.0.0.1:8080".into(),
+            ));
+        }
+        let key = match (&args.cert, &args.key, &args.pem) {
+            (Some(c), Some(k), None) => certs::load(
+                PemFile {
+                    label: "--cert",
+                    path: c,
+                },
+                PemFile {
+                    label: "--key",
+                    path: k,
+                },
+                &tls::provider(),
+            )?,
+            (None, None, Some(p)) => {
+                let f = PemFile {
+                    label: "--pem",
+                    path: p,
+                };
+                certs::load(f, f, &tls::provider())?
+            }
+            _ => {
+                return Err(ConfigError(
+                    "a certificate is required: --cert FILE --key FILE, or --pem FILE".into(),
+                ))
+            }
+        };
+        let backends = args
+            .backend
+            .iter()
+            .map(|b| resolve("--backend", b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let health = match &args.health_check {
+            None => None,
+            Some(p) if p.starts_with('/') => Some(HealthCheck {
+                path: p.clone(),
+                interval: args.health_interval.max(Duration::from_millis(100)),
+            }),
+            Some(p) => {
+                return Err(ConfigError(format!(
+                    "--health-check {p}: must be a path starting with /"
+                )))
+            }
+        };
+        Ok(Topology {
+            listen: parse_all_listen(&args.listen)?,
+            certs: CertStore::single(key),
+            pools: vec![PoolSpec {
+                name: "default".into(),
+                backends,
+                balance: args.balance,
+                health,
+            }],
+            routes: vec![Route {
+                host: HostMatch::Any,
+                path_prefix: "/".into(),
+                pool: 0,
+            }],
+        })
+    }
+
+    /// Combines a topology with the tuning flags.
+    pub fn build(topology: Topology, t: &Tuning) -> Result<Config, ConfigError> {
+        if t.mode == Mode::Http {
+            return Err(ConfigError(
+                "--mode http: http mode is not built yet; use --mode tcp".into(),
+            ));
+        }
+        let allowed = cpus::allowed()
+            .map_err(|e| ConfigError(format!("cannot read this process's CPU set: {e}")))?;
+        let cpus = cpus::plan(
+            &allowed,
+            t.cores.as_ref().map(|c| c.0.as_slice()),
+            t.workers,
+        )?;
+        for (flag, d) in [
+            ("--handshake-timeout", t.handshake_timeout),
+            ("--connect-timeout", t.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError(format!("{flag}: must be more than 0")));
+            }
+        }
+        let mut alpn = Vec::new();
+        for p in &t.alpn {
+            if p.is_empty() || p.len() > 255 {
+                return Err(ConfigError(format!(
+                    "--alpn: '{p}' must be 1 to 255 bytes long"
+                )));
+            }
+            alpn.push(p.as_bytes().to_vec());
+        }
+        let tickets = match (t.tickets, &t.ticket_key_file) {
+            (Toggle::Off, Some(_)) => {
+                return Err(ConfigError(
+                    "--ticket-key-file: tickets are off (--tickets off)".into(),
+                ))
+            }
+            (Toggle::Off, None) => None,
+            (Toggle::On, None) => Some(MasterSecret::random()?),
+            (Toggle::On, Some(path)) => {
+                let what = format!("--ticket-key-file {}", path.display());
+                let bytes = std::fs::read(path)
+                    .map_err(|e| ConfigError(format!("cannot read {what}: {e}")))?;
+                Some(
+                    MasterSecret::from_bytes(bytes)
+                        .map_err(|e| ConfigError(format!("{what} {e}")))?,
+                )
+            }
+        };
+        Ok(Config {
+            listen: topology.listen,
+            tls: Arc::new(TlsSettings {
+                certs: Arc::new(topology.certs),
+                alpn,
+                tickets: tickets.map(Arc::new),
+            }),
+            pools: topology.pools.into(),
+            routes: Arc::new(Routes::new(topology.routes)),
+            mode: t.mode,
+            cpus,
+            max_conns: t.max_conns,
+            settings: Settings {
+                handshake_timeout: t.handshake_timeout,
+                idle_timeout: (!t.idle_timeout.is_zero()).then_some(t.idle_timeout),
+                connect_timeout: t.connect_timeout,
+                ..Settings::default()
+            },
+            drain_timeout: t.drain_timeout,
+        })
+    }
+}
+
+pub fn parse_all_listen(list: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    list.iter().map(|l| parse_listen(l)).collect()
+}
+
+/// `HOST:PORT`, `[v6]:PORT`, or `:PORT` / `*:PORT` for every IPv4 address.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    let full = match text.strip_prefix('*').unwrap_or(text) {
+        t if t.starts_with(':') => format!("0.0.0.0{t}"),
+        t => t.to_string(),
+    };
+    resolve("--listen", &full).map_err(|e| ConfigError(e.0.replace(&full, text)))
+}
+
+/// Resolves `HOST:PORT` once, at start-up (the first address wins).
+pub fn resolve(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |why: String| ConfigError(format!("{flag} {text}: {why}"));
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+    {
+        return Err(bad("expected HOST:PORT, e.g. 127.0.0.1:8080".into()));
+    }
+    text.to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve: {e}")))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! Unit tests for argument validation.
+
+use super::*;
+use clap::Parser;
+
+fn parse(args: &[&str]) -> Result<crate::cli::Cli, clap::Error> {
+    crate::cli::Cli::try_parse_from(std::iter::once("tern").chain(args.iter().copied()))
+}
+
+#[test]
+fn listen_forms() {
+    assert_eq!(
+        parse_listen("127.0.0.1:8443").unwrap().to_string(),
+        "127.0.0.1:8443"
+    );
+    assert_eq!(parse_listen(":443").unwrap().to_string(), "0.0.0.0:443");
+    assert_eq!(parse_listen("*:443").unwrap().to_string(), "0.0.0.0:443");
+    assert_eq!(
+        parse_listen("[::1]:8443").unwrap().to_string(),
+        "[::1]:8443"
+    );
+    let e = parse_listen("127.0.0.1").unwrap_err().0;
+    assert!(e.starts_with("--listen 127.0.0.1:"), "{e}");
+    let e = parse_listen("localhost:99999").unwrap_err().0;
+    assert!(e.contains("HOST:PORT"), "{e}");
+}
+
+#[test]
+fn backend_must_have_a_port() {
+    let e = resolve("--backend", "example").unwrap_err().0;
+    assert!(e.starts_with("--backend example"), "{e}");
+    assert!(resolve("--backend", "127.0.0.1:8080").is_ok());
+}
+
+#[test]
+fn required_flags_are_named() {
+    let cli = parse(&["--backend", "127.0.0.1:1", "--pem", "x.pem"]).unwrap();
+    assert!(Config::from_args(&cli.run)
+        .unwrap_err()
+        .0
+        .contains("--listen"));
+    let cli = parse(&["--listen", "127.0.0.1:0", "--pem", "x.pem"]).unwrap();
+    assert!(Config::from_args(&cli.run)
+        .unwrap_err()
+        .0
+        .contains("--backend"));
+    let cli = parse(&["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1"]).unwrap();
+    assert!(Config::from_args(&cli.run)
+        .unwrap_err()
+        .0
+        .contains("--cert"));
+    let cli = parse(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:1",
+        "--pem",
+        "/nonexistent/x.pem",
+    ])
+    .unwrap();
+    let e = Config::from_args(&cli.run).unwrap_err().0;
+    assert!(e.contains("--pem /nonexistent/x.pem"), "{e}");
+}
+
+#[test]
+fn clap_refuses_bad_values() {
+    assert!(parse(&["--cert", "c.pem"]).is_err(), "--cert needs --key");
+    assert!(parse(&["--pem", "p", "--cert", "c", "--key", "k"]).is_err());
+    assert!(parse(&["--workers", "two"]).is_err());
+    assert!(parse(&["--cores", "3-1"]).is_err());
+    assert!(parse(&["--max-conns", "0"]).is_err());
+    assert!(parse(&["--idle-timeout", "soon"]).is_err());
+    assert!(parse(&["--mode", "udp"]).is_err());
+    assert!(parse(&["-v", "-q"]).is_err());
+}
+
+#[test]
+fn defaults() {
+    let cli = parse(&[]).unwrap();
+    let t = &cli.run.tuning;
+    assert_eq!(t.mode, Mode::Tcp);
+    assert_eq!(t.max_conns, MaxConns::Auto);
+    assert_eq!(t.handshake_timeout, Duration::from_secs(10));
+    assert_eq!(t.idle_timeout, Duration::from_secs(300));
+    assert_eq!(t.connect_timeout, Duration::from_secs(5));
+    assert_eq!(t.drain_timeout, Duration::from_secs(30));
+    assert_eq!(t.tickets, Toggle::On);
+    assert_eq!(t.verbosity(), 1);
+    let cli = parse(&["--cores", "0-1,3", "--max-conns", "100", "-vv"]).unwrap();
+    assert_eq!(cli.run.tuning.cores.as_ref().unwrap().0, vec![0, 1, 3]);
+    assert_eq!(cli.run.tuning.max_conns, MaxConns::Limit(100));
+    assert_eq!(cli.run.tuning.verbosity(), 3);
+}
+
+fn key() -> Arc<tls::CertifiedKey> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    certs::from_der(
+        vec![ck.cert.der().clone()],
+        tls::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        &tls::provider(),
+    )
+    .unwrap()
+}
+
+fn topology() -> Topology {
+    Topology {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        certs: CertStore::single(key()),
+        pools: vec![],
+        routes: vec![],
+    }
+}
+
+#[test]
+fn build_checks_tuning() {
+    let tuning = |args: &[&str]| parse(args).unwrap().run.tuning;
+    let build = |args: &[&str]| Config::build(topology(), &tuning(args));
+    let e = build(&["--mode", "http"]).unwrap_err();
+    assert!(e.0.starts_with("--mode http"), "{e}");
+    let e = build(&["--cores", "4000"]).unwrap_err();
+    assert!(e.0.contains("--cores") && e.0.contains("4000"), "{e}");
+    let e = build(&["--connect-timeout", "0"]).unwrap_err();
+    assert!(e.0.starts_with("--connect-timeout"), "{e}");
+    let cfg = build(&[
+        "--workers",
+        "3",
+        "--idle-timeout",
+        "0",
+        "--alpn",
+        "h2,http/1.1",
+        "--tickets",
+        "off",
+    ])
+    .unwrap();
+    assert_eq!(cfg.cpus.len(), 3);
+    assert_eq!(cfg.settings.idle_timeout, None);
+    assert_eq!(cfg.tls.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert!(cfg.tls.tickets.is_none());
+    let e = build(&["--ticket-key-file", "/nonexistent/k"]).unwrap_err();
+    assert!(
+        e.0.starts_with("cannot read --ticket-key-file /nonexistent/k"),
+        "{e}"
+    );
+}
+
+#[test]
+fn simple_flags_make_one_pool_and_one_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path(), "localhost");
+    let cli = parse(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--balance",
+        "ip-hash",
+        "--health-check",
+        "/hz",
+    ])
+    .unwrap();
+    let cfg = Config::from_args(&cli.run).unwrap();
+    assert_eq!(cfg.pools.len(), 1);
+    assert_eq!(cfg.pools[0].backends.len(), 2);
+    assert_eq!(cfg.pools[0].balance, crate::proxy::pool::Balance::IpHash);
+    assert_eq!(cfg.pools[0].health.as_ref().unwrap().path, "/hz");
+    assert_eq!(cfg.routes.pick(Some("anything"), b"/x"), Some(0));
+    let cli = parse(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:1",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--health-check",
+        "hz",
+    ])
+    .unwrap();
+    assert!(Config::from_args(&cli.run)
+        .unwrap_err()
+        .0
+        .starts_with("--health-check hz"));
+}
+
+fn write_cert(dir: &std::path::Path, name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_string(), format!("*.{name}")])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let c = dir.join(format!("{name}.crt"));
+    let k = dir.join(format!("{name}.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c.display().to_string(), k.display().to_string())
+}
+
+#[test]
+fn config_file_topology() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), "a.test");
+    write_cert(dir.path(), "b.test");
+    let text = r#"
+listen = ["127.0.0.1:0"]
+
+[[cert]]
+cert = "a.test.crt"
+key = "a.test.key"
+
+[[cert]]
+cert = "b.test.crt"
+key = "b.test.key"
+names = ["b.test", "*.b.test"]
+
+[[pool]]
+name = "web"
+backends = ["127.0.0.1:8080"]
+
+[[pool]]
+name = "api"
+backends = ["127.0.0.1:9090", "127.0.0.1:9091"]
+balance = "least-conn"
+health_check = "/healthz"
+health_interval = "2s"
+
+[[route]]
+pool = "web"
+
+[[route]]
+host = "b.test"
+path = "/api/"
+pool = "api"
+"#;
+    let path = dir.path().join("tern.toml");
+    std::fs::write(&path, text).unwrap();
+    let t = file::load(&path).unwrap();
+    assert_eq!(t.listen.len(), 1);
+    assert_eq!(t.certs.len(), 2);
+    assert_eq!(t.certs.select(Some("x.a.test")), 0);
+    assert_eq!(t.certs.select(Some("x.b.test")), 1);
+    assert_eq!(t.pools[1].balance, crate::proxy::pool::Balance::LeastConn);
+    assert_eq!(
+        t.pools[1].health.as_ref().unwrap().interval,
+        Duration::from_secs(2)
+    );
+    let routes = Routes::new(t.routes);
+    assert_eq!(routes.pick(Some("b.test"), b"/api/v1"), Some(1));
+    assert_eq!(routes.pick(Some("b.test"), b"/"), Some(0));
+    assert_eq!(routes.pick(Some("a.test"), b"/api/v1"), Some(0));
+}
+
+#[test]
+fn config_file_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path(), "a.test");
+    let head =
+        "listen = [\"127.0.0.1:0\"]\n[[cert]]\ncert = \"a.test.crt\"\nkey = \"a.test.key\"\n";
+    let check = |body: &str, line: usize, needle: &str| {
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, format!("{head}{body}")).unwrap();
+        let e = file::load(&path).unwrap_err().0;
+        let want = format!("{}:{line}: ", path.display());
+        assert!(
+            e.starts_with(&want) && e.contains(needle),
+            "{e}\nwanted {want}...{needle}"
+        );
+    };
+    check(
+        "[[pool]]\nname = \"web\"\nbackends = [\"127.0.0.1:1\"]\n[[route]]\npool = \"api\"\n",
+        9,
+        "route pool 'api' is not defined",
+    );
+    check(
+        "[[pool]]\nname = \"web\"\nbakends = [\"127.0.0.1:1\"]\n",
+        7,
+        "unknown field",
+    );
+    check(
+        "[[pool]]\nname = \"web\"\nbackends = [\"nowhere\"]\n",
+        7,
+        "backend nowhere",
+    );
+    check(
+        "[[pool]]\nname = \"web\"\nbackends = [\"127.0.0.1:1\"]\nbalance = \"random\"\n",
+        8,
+        "round-robin",
+    );
+    check("[[pool]]\nname = \"web\"\nbackends = [\"127.0.0.1:1\"]\n[[route]]\nhost = \"a b\"\npool = \"web\"\n", 9, "host name");
+    check("[[pool]]\nname = \"x\"\nbackends = [\"127.0.0.1:1\"]\n[[pool]]\nname = \"x\"\nbackends = [\"127.0.0.1:2\"]\n", 9, "defined twice");
+    check("listen = 5\n", 5, "unknown field");
+    // A missing certificate file is named with its line.
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, "listen = [\"127.0.0.1:0\"]\n[[cert]]\npem = \"missing.pem\"\n[[pool]]\nname = \"w\"\nbackends = [\"127.0.0.1:1\"]\n").unwrap();
+    let e = file::load(&path).unwrap_err().0;
+    assert!(
+        e.contains(&format!("{}:3:", path.display())) && e.contains("missing.pem"),
+        "{e}"
+    );
+}

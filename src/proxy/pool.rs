@@ -1,0 +1,392 @@
+//! Backend pools, per worker: balancing (round-robin, least-connections, client-IP hash),
+//! passive health (a backend that refuses or times out rests for a growing cool-down) and the
+//! verdicts of active checks (`health`). Each worker keeps its own counts and verdicts: nothing
+//! here is shared between cores.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::stats::WorkerStats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest open connections from this worker.
+    LeastConn,
+    /// The same client address goes to the same backend (on every worker) while it is up.
+    IpHash,
+}
+
+impl std::str::FromStr for Balance {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Balance, String> {
+        match s {
+            "round-robin" => Ok(Balance::RoundRobin),
+            "least-conn" => Ok(Balance::LeastConn),
+            "ip-hash" => Ok(Balance::IpHash),
+            other => Err(format!(
+                "balance '{other}' is not one of round-robin, least-conn, ip-hash"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path requested with GET; a 2xx or 3xx answer means healthy.
+    pub path: String,
+    pub interval: Duration,
+}
+
+/// A pool as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub name: String,
+    pub backends: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub health: Option<HealthCheck>,
+}
+
+/// Cool-down after the first failure; it doubles per consecutive failure up to `MAX_REST`.
+const FIRST_REST: Duration = Duration::from_secs(1);
+const MAX_REST: Duration = Duration::from_secs(30);
+
+struct Backend {
+    addr: SocketAddr,
+    /// Connections open to it from this worker.
+    open: Cell<u32>,
+    failures: Cell<u32>,
+    resting_until: Cell<Option<Instant>>,
+    /// The last active check failed.
+    check_failed: Cell<bool>,
+}
+
+/// One pool's state in one worker.
+pub struct Pool {
+    name: String,
+    backends: Vec<Backend>,
+    balance: Balance,
+    next: Cell<usize>,
+    connect_timeout: Duration,
+}
+
+/// Why no backend connection could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Every backend is resting or failed its last check.
+    NoneUsable,
+    /// Every usable backend was tried and failed; the last cause.
+    Failed(io::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::NoneUsable => {
+                f.write_str("no usable backend (all resting or failing checks)")
+            }
+            ConnectError::Failed(e) => write!(f, "every backend failed, last: {e}"),
+        }
+    }
+}
+
+/// A connection's claim on a backend; counts it as open until dropped.
+pub struct Lease<'a> {
+    pool: &'a Pool,
+    index: usize,
+}
+
+impl Lease<'_> {
+    pub fn addr(&self) -> SocketAddr {
+        self.pool.backends[self.index].addr
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let open = &self.pool.backends[self.index].open;
+        open.set(open.get().saturating_sub(1));
+    }
+}
+
+/// FNV-1a: stable across workers and restarts, so ip-hash sends a client to the same backend
+/// whichever worker accepted it.
+fn ip_hash(ip: IpAddr) -> u64 {
+    let bytes: Vec<u8> = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets().to_vec(),
+        },
+    };
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+impl Pool {
+    /// `stagger` offsets the round-robin start per worker, so N fresh workers do not all send
+    /// their first connection to the same backend.
+    pub fn new(spec: &PoolSpec, connect_timeout: Duration, stagger: usize) -> Pool {
+        let n = spec.backends.len().max(1);
+        Pool {
+            name: spec.name.clone(),
+            backends: spec
+                .backends
+                .iter()
+                .map(|&addr| Backend {
+                    addr,
+                    open: Cell::new(0),
+                    failures: Cell::new(0),
+                    resting_until: Cell::new(None),
+                    check_failed: Cell::new(false),
+                })
+                .collect(),
+            balance: spec.balance,
+            next: Cell::new(stagger % n),
+            connect_timeout,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.backends.iter().map(|b| b.addr)
+    }
+
+    fn usable(&self, i: usize, now: Instant) -> bool {
+        let b = &self.backends[i];
+        !b.check_failed.get() && b.resting_until.get().is_none_or(|t| now >= t)
+    }
+
+    /// The backends one connection tries, best first: the balancing choice, then the rest
+    /// round-robin; resting and failing ones are left out.
+    pub fn order(&self, client: IpAddr, now: Instant) -> impl Iterator<Item = usize> + '_ {
+        let n = self.backends.len();
+        let start = match self.balance {
+            Balance::RoundRobin => {
+                let s = self.next.get();
+                self.next.set(if n == 0 { 0 } else { (s + 1) % n });
+                s
+            }
+            Balance::IpHash => {
+                if n == 0 {
+                    0
+                } else {
+                    (ip_hash(client) % n as u64) as usize
+                }
+            }
+            Balance::LeastConn => {
+                let s = self.next.get();
+                self.next.set(if n == 0 { 0 } else { (s + 1) % n });
+                (0..n)
+                    .map(|k| (s + k) % n)
+                    .filter(|&i| self.usable(i, now))
+                    .min_by_key(|&i| self.backends[i].open.get())
+                    .unwrap_or(s)
+            }
+        };
+        (0..n)
+            .map(move |k| (start + k) % n)
+            .filter(move |&i| self.usable(i, now))
+    }
+
+    /// Connects to the backend the balancing picks, falling through to the others on failure.
+    pub async fn connect(
+        &self,
+        client: IpAddr,
+        stats: &WorkerStats,
+    ) -> Result<(TcpStream, Lease<'_>), ConnectError> {
+        let mut last = None;
+        let candidates: Vec<usize> = self.order(client, Instant::now()).collect();
+        for i in candidates {
+            let addr = self.backends[i].addr;
+            let attempt =
+                monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(addr)).await;
+            let err = match attempt {
+                Ok(Ok(stream)) => {
+                    self.mark_ok(i);
+                    let open = &self.backends[i].open;
+                    open.set(open.get() + 1);
+                    return Ok((
+                        stream,
+                        Lease {
+                            pool: self,
+                            index: i,
+                        },
+                    ));
+                }
+                Ok(Err(e)) => io::Error::new(e.kind(), format!("{addr}: {e}")),
+                Err(_) => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{addr}: connect timed out"),
+                ),
+            };
+            tracing::debug!(pool = %self.name, backend = %addr, "backend connect failed: {err}");
+            stats.backend_connect_failures.inc();
+            self.mark_failed(i, Instant::now());
+            last = Some(err);
+        }
+        Err(last.map_or(ConnectError::NoneUsable, ConnectError::Failed))
+    }
+
+    /// A connect failed: rest the backend, longer each consecutive time.
+    pub fn mark_failed(&self, i: usize, now: Instant) {
+        let b = &self.backends[i];
+        let failures = b.failures.get().saturating_add(1);
+        b.failures.set(failures);
+        let rest = FIRST_REST
+            .saturating_mul(1 << (failures - 1).min(5))
+            .min(MAX_REST);
+        b.resting_until.set(Some(now + rest));
+    }
+
+    pub fn mark_ok(&self, i: usize) {
+        let b = &self.backends[i];
+        b.failures.set(0);
+        b.resting_until.set(None);
+    }
+
+    /// An active check's verdict.
+    pub fn set_check(&self, i: usize, healthy: bool) {
+        let b = &self.backends[i];
+        if healthy && b.check_failed.get() {
+            tracing::info!(pool = %self.name, backend = %b.addr, "backend passes its health check again");
+        } else if !healthy && !b.check_failed.get() {
+            tracing::warn!(pool = %self.name, backend = %b.addr, "backend failed its health check");
+        }
+        b.check_failed.set(!healthy);
+        if healthy {
+            self.mark_ok(i);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(balance: Balance, n: u16) -> Pool {
+        let spec = PoolSpec {
+            name: "p".into(),
+            backends: (1..=n)
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                .collect(),
+            balance,
+            health: None,
+        };
+        Pool::new(&spec, Duration::from_secs(1), 0)
+    }
+
+    fn first(p: &Pool, ip: [u8; 4], now: Instant) -> Option<usize> {
+        p.order(IpAddr::from(ip), now).next()
+    }
+
+    #[test]
+    fn round_robin_rotates_and_falls_through_in_order() {
+        let p = pool(Balance::RoundRobin, 3);
+        let now = Instant::now();
+        let orders: Vec<Vec<usize>> = (0..3)
+            .map(|_| p.order(IpAddr::from([1, 1, 1, 1]), now).collect())
+            .collect();
+        assert_eq!(orders, vec![vec![0, 1, 2], vec![1, 2, 0], vec![2, 0, 1]]);
+    }
+
+    #[test]
+    fn a_failed_backend_rests_then_returns() {
+        let p = pool(Balance::RoundRobin, 2);
+        let now = Instant::now();
+        p.mark_failed(0, now);
+        let order: Vec<usize> = p.order(IpAddr::from([1, 1, 1, 1]), now).collect();
+        assert_eq!(order, vec![1], "resting backends are skipped");
+        let later = now + Duration::from_millis(1100);
+        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), later).count(), 2);
+        // Consecutive failures rest it longer, up to the cap.
+        for _ in 0..10 {
+            p.mark_failed(0, now);
+        }
+        assert_eq!(
+            p.order(IpAddr::from([1, 1, 1, 1]), now + Duration::from_secs(29))
+                .count(),
+            1
+        );
+        assert_eq!(
+            p.order(IpAddr::from([1, 1, 1, 1]), now + MAX_REST).count(),
+            2
+        );
+        p.mark_ok(0);
+        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), now).count(), 2);
+    }
+
+    #[test]
+    fn failing_checks_take_a_backend_out_until_it_passes() {
+        let p = pool(Balance::RoundRobin, 2);
+        let now = Instant::now();
+        p.set_check(1, false);
+        assert!(p.order(IpAddr::from([1, 1, 1, 1]), now).all(|i| i == 0));
+        p.set_check(0, false);
+        assert_eq!(first(&p, [1, 1, 1, 1], now), None, "nothing usable");
+        p.set_check(1, true);
+        assert_eq!(first(&p, [1, 1, 1, 1], now), Some(1));
+    }
+
+    #[test]
+    fn least_conn_prefers_the_emptiest() {
+        let p = pool(Balance::LeastConn, 3);
+        let now = Instant::now();
+        p.backends[0].open.set(5);
+        p.backends[1].open.set(1);
+        p.backends[2].open.set(3);
+        assert_eq!(first(&p, [1, 1, 1, 1], now), Some(1));
+        p.backends[1].open.set(9);
+        assert_eq!(first(&p, [1, 1, 1, 1], now), Some(2));
+    }
+
+    #[test]
+    fn ip_hash_is_sticky_and_spreads() {
+        let p = pool(Balance::IpHash, 4);
+        let now = Instant::now();
+        let a = first(&p, [10, 0, 0, 1], now);
+        for _ in 0..5 {
+            assert_eq!(first(&p, [10, 0, 0, 1], now), a);
+        }
+        let spread: std::collections::HashSet<_> =
+            (0..64).map(|i| first(&p, [10, 0, 1, i], now)).collect();
+        assert!(spread.len() >= 3, "{spread:?}");
+        // Another worker's pool (other stagger) agrees.
+        let other = Pool::new(
+            &PoolSpec {
+                name: "p".into(),
+                backends: p.addrs().collect(),
+                balance: Balance::IpHash,
+                health: None,
+            },
+            Duration::from_secs(1),
+            3,
+        );
+        assert_eq!(first(&other, [10, 0, 0, 1], now), a);
+        // Its backend down: the next one takes over.
+        p.mark_failed(a.unwrap(), now);
+        assert_ne!(first(&p, [10, 0, 0, 1], now), a);
+    }
+}
