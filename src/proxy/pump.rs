@@ -109,6 +109,10 @@ struct Pump<'a> {
     /// Per direction: calls off that direction's pending read when the connection goes quiet.
     cancel: [RefCell<Canceller>; 2],
     released: Cell<bool>,
+    /// Per direction: bytes have arrived since the connection was last quiet. A direction
+    /// that has not seen any waits for readiness before taking a buffer, so a connection that
+    /// completes its handshake and then sits idle never holds one.
+    hot: [Cell<bool>; 2],
     pool: &'a BufPool,
     stats: &'a WorkerStats,
 }
@@ -140,6 +144,7 @@ pub async fn run(
         last_io: Cell::new(Instant::now()),
         cancel: Default::default(),
         released: Cell::new(false),
+        hot: Default::default(),
         pool,
         stats,
     };
@@ -201,7 +206,7 @@ impl Pump<'_> {
     /// Reads into a pooled buffer (empty at EOF). While the connection is busy the read is
     /// issued at once; after the watcher calls it off it waits for readiness holding nothing.
     async fn read_pooled(&self, half: &mut Half, dir: usize, limit: usize) -> io::Result<PoolBuf> {
-        let mut poll_first = false;
+        let mut poll_first = !self.hot[dir].get();
         loop {
             if poll_first {
                 half.readable().await?;
@@ -211,9 +216,13 @@ impl Pump<'_> {
             let (res, buf) = half.cancelable_read(buf.slice_mut(..limit), handle).await;
             let buf = buf.into_inner();
             match res {
-                Ok(_) => return Ok(buf),
+                Ok(_) => {
+                    self.hot[dir].set(true);
+                    return Ok(buf);
+                }
                 Err(e) if is_cancelled(&e) => {
                     self.pool.put(buf);
+                    self.hot[dir].set(false);
                     poll_first = true;
                 }
                 Err(e) => {

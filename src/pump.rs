@@ -1,0 +1,438 @@
+//! The tcp-mode byte pump: after the handshake, plaintext flows client → backend and backend →
+//! client at the same time, as two futures in one task.
+//!
+//! Rules it keeps:
+//! - client records are decrypted in place in the read buffer and the plaintext written from
+//!   there; backend bytes are sealed straight into the write buffer: no other copies;
+//! - each direction reads only after its last write finished, so a slow reader holds back the
+//!   other side and memory stays bounded;
+//! - buffers come from the worker's pool only while bytes move: once the connection has been
+//!   quiet for [`RELEASE_AFTER`], pending reads are called off and re-issued as readiness waits
+//!   that hold no buffer, so an idle connection costs its TLS keys and little else;
+//! - a half-close is carried through: client close_notify/FIN → shutdown(write) to the backend;
+//!   backend FIN → close_notify + shutdown(write) to the client;
+//! - a reset or error on one side resets the other (SO_LINGER 0);
+//! - records to the client are sealed and written by whoever holds the sending half
+//!   ([`Baton`]), so sequence numbers go out in order even when the receiving side has to
+//!   answer (alerts, renegotiation refusals) while data flows.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, try_join, Either};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::Canceller;
+use monoio::net::TcpStream;
+
+use super::bufpool::{BufPool, PoolBuf};
+use super::handshake::Carry;
+use super::split::{is_cancelled, split, Half};
+use crate::stats::WorkerStats;
+use crate::tls::{Control, Established, Rx, RxEvent, TlsError, Tx};
+use crate::util::baton::Baton;
+
+/// Quiet time after which a connection's buffers go back to the pool.
+pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
+/// How often a released connection's watcher looks again (activity resumes reads with buffers).
+const RECHECK: Duration = Duration::from_secs(5);
+/// Backend reads leave this much room so the records they become fit one pooled buffer.
+const RECORD_SLACK: usize = 128;
+
+/// How a pumped connection ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Both directions finished with a clean close.
+    Done,
+    /// No byte either way for the idle timeout.
+    Idle,
+    /// The client side failed; the backend was reset.
+    ClientFailed(Failure),
+    /// The backend side failed; the client was reset.
+    BackendFailed(Failure),
+}
+
+#[derive(Debug)]
+pub enum Failure {
+    Io(io::Error),
+    Tls(TlsError),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Done => f.write_str("closed by both sides"),
+            Outcome::Idle => f.write_str("idle timeout"),
+            Outcome::ClientFailed(e) => write!(f, "client side failed ({e}); backend reset"),
+            Outcome::BackendFailed(e) => write!(f, "backend side failed ({e}); client reset"),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Io(e) => write!(f, "i/o: {e}"),
+            Failure::Tls(e) => e.fmt(f),
+        }
+    }
+}
+
+enum Side {
+    Client(Failure),
+    Backend(Failure),
+}
+
+fn client_io(e: io::Error) -> Side {
+    Side::Client(Failure::Io(e))
+}
+fn backend_io(e: io::Error) -> Side {
+    Side::Backend(Failure::Io(e))
+}
+
+const FROM_CLIENT: usize = 0;
+const FROM_BACKEND: usize = 1;
+
+/// The client socket's write half and the TLS sending state, held together: sealing a record
+/// and writing it happen under one hold, so records leave in sequence order.
+struct Sending {
+    half: Half,
+    tx: Tx,
+}
+
+struct Pump<'a> {
+    control: RefCell<Control>,
+    sending: Baton<Sending>,
+    last_io: Cell<Instant>,
+    /// Per direction: calls off that direction's pending read when the connection goes quiet.
+    cancel: [RefCell<Canceller>; 2],
+    released: Cell<bool>,
+    pool: &'a BufPool,
+    stats: &'a WorkerStats,
+}
+
+/// Pumps until both directions are done, one side fails, or the connection idles out.
+pub async fn run(
+    session: Established,
+    client: TcpStream,
+    backend: TcpStream,
+    carry: Carry,
+    pool: &BufPool,
+    idle: Option<Duration>,
+    stats: &WorkerStats,
+) -> Outcome {
+    let (crx, ctx) = split(client);
+    let (brx, btx) = split(backend);
+    // Keep both sockets open past the futures below, to choose how each is closed.
+    let (client, backend) = (crx.keep(), brx.keep());
+    let Established {
+        rx,
+        tx,
+        control,
+        early,
+        ..
+    } = session;
+    let pump = Pump {
+        control,
+        sending: Baton::new(Sending { half: ctx, tx }),
+        last_io: Cell::new(Instant::now()),
+        cancel: Default::default(),
+        released: Cell::new(false),
+        pool,
+        stats,
+    };
+    let both = try_join(
+        pump.client_to_backend(rx, crx, btx, carry, early),
+        pump.backend_to_client(brx),
+    );
+    let result = match select(pin!(both), pin!(pump.watch(idle))).await {
+        Either::Left((r, _)) => Some(r),
+        Either::Right(_) => None,
+    };
+    match result {
+        Some(Ok(_)) => Outcome::Done,
+        None => Outcome::Idle,
+        Some(Err(Side::Client(f))) => {
+            backend.reset_on_close();
+            Outcome::ClientFailed(f)
+        }
+        Some(Err(Side::Backend(f))) => {
+            client.reset_on_close();
+            Outcome::BackendFailed(f)
+        }
+    }
+}
+
+impl Pump<'_> {
+    fn touch(&self) {
+        self.last_io.set(Instant::now());
+        self.released.set(false);
+    }
+
+    /// Releases buffers of a quiet connection and returns once it idles out.
+    async fn watch(&self, idle: Option<Duration>) {
+        loop {
+            let last = self.last_io.get();
+            let now = Instant::now();
+            let idle_at = idle.map(|d| last + d);
+            if idle_at.is_some_and(|t| now >= t) {
+                return;
+            }
+            let release_at = last + RELEASE_AFTER;
+            if !self.released.get() && now >= release_at {
+                for c in &self.cancel {
+                    let old = std::mem::take(&mut *c.borrow_mut());
+                    *c.borrow_mut() = old.cancel();
+                }
+                self.released.set(true);
+            }
+            let next = if self.released.get() {
+                now + RECHECK
+            } else {
+                release_at
+            };
+            let next = idle_at.map_or(next, |t| t.min(next));
+            monoio::time::sleep(next.saturating_duration_since(now)).await;
+        }
+    }
+
+    /// Reads into a pooled buffer (empty at EOF). While the connection is busy the read is
+    /// issued at once; after the watcher calls it off it waits for readiness holding nothing.
+    async fn read_pooled(&self, half: &mut Half, dir: usize, limit: usize) -> io::Result<PoolBuf> {
+        let mut poll_first = false;
+        loop {
+            if poll_first {
+                half.readable().await?;
+            }
+            let handle = self.cancel[dir].borrow().handle();
+            let buf = self.pool.get();
+            let (res, buf) = half.cancelable_read(buf.slice_mut(..limit), handle).await;
+            let buf = buf.into_inner();
+            match res {
+                Ok(_) => return Ok(buf),
+                Err(e) if is_cancelled(&e) => {
+                    self.pool.put(buf);
+                    poll_first = true;
+                }
+                Err(e) => {
+                    self.pool.put(buf);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Client records in, plaintext out to the backend.
+    async fn client_to_backend(
+        &self,
+        mut rx: Rx,
+        mut client: Half,
+        mut backend: Half,
+        carry: Carry,
+        early: Vec<u8>,
+    ) -> Result<(), Side> {
+        if !early.is_empty() {
+            let n = early.len() as u64;
+            let (res, _) = backend.write_all(early).await;
+            res.map_err(backend_io)?;
+            self.stats.bytes_to_backend.add(n);
+        }
+        let Carry { mut buf, mut start } = carry;
+        let result = self
+            .client_records(&mut rx, &mut client, &mut backend, &mut buf, &mut start)
+            .await;
+        if let Some(b) = buf {
+            self.pool.put(b);
+        }
+        if let Err(Side::Client(Failure::Tls(e))) = &result {
+            self.send_failure(e).await;
+        }
+        result
+    }
+
+    async fn client_records(
+        &self,
+        rx: &mut Rx,
+        client: &mut Half,
+        backend: &mut Half,
+        buf: &mut Option<PoolBuf>,
+        start: &mut usize,
+    ) -> Result<(), Side> {
+        loop {
+            // Open every whole record, gathering the plaintext at the front of the buffer.
+            let (mut plain_end, mut closed) = (0, false);
+            if let Some(b) = buf.as_mut() {
+                let len = b.len();
+                while *start < len {
+                    let opened = rx.next(&mut b.space()[*start..len], &self.control);
+                    match opened.map_err(|e| Side::Client(Failure::Tls(e)))? {
+                        None => break,
+                        Some((n, RxEvent::Data(r))) => {
+                            let r = *start + r.start..*start + r.end;
+                            b.space().copy_within(r.clone(), plain_end);
+                            plain_end += r.len();
+                            *start += n;
+                        }
+                        Some((n, RxEvent::Skip)) => *start += n,
+                        Some((n, RxEvent::Closed)) => {
+                            *start += n;
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if self.control.borrow().reply_due() {
+                self.send_replies().await?;
+            }
+            if plain_end > 0 {
+                // Invariant: plain_end > 0 only after records were opened from `buf`.
+                let b = buf.take().expect("plaintext came from this buffer");
+                let (res, slice) = backend.write_all(b.slice(..plain_end)).await;
+                *buf = Some(slice.into_inner());
+                res.map_err(backend_io)?;
+                self.stats.bytes_to_backend.add(plain_end as u64);
+                self.touch();
+            }
+            if closed {
+                let _ = backend.shutdown_write();
+                return Ok(());
+            }
+            // Keep a partial record at the front of the buffer, or give the buffer back.
+            let partial = match buf.take() {
+                Some(mut b) if *start < b.len() => {
+                    let len = b.len();
+                    b.space().copy_within(*start..len, 0);
+                    b.set_filled(len - *start);
+                    Some(b)
+                }
+                Some(b) => {
+                    self.pool.put(b);
+                    None
+                }
+                None => None,
+            };
+            *start = 0;
+            let got = match partial {
+                None => {
+                    self.read_pooled(client, FROM_CLIENT, self.pool.size())
+                        .await
+                }
+                Some(b) => {
+                    let at = b.len();
+                    let handle = self.cancel[FROM_CLIENT].borrow().handle();
+                    let (res, slice) = client.cancelable_read(b.slice_mut(at..), handle).await;
+                    let b = slice.into_inner();
+                    match res {
+                        Ok(0) => {
+                            self.pool.put(b);
+                            Ok(self.pool.get())
+                        }
+                        Ok(_) => Ok(b),
+                        // Called off while idle mid-record: keep the bytes, read again.
+                        Err(e) if is_cancelled(&e) => Ok(b),
+                        Err(e) => {
+                            self.pool.put(b);
+                            Err(e)
+                        }
+                    }
+                }
+            };
+            let b = got.map_err(client_io)?;
+            if b.is_empty() {
+                // FIN (without close_notify, or mid-record): still a half-close to carry.
+                self.pool.put(b);
+                let _ = backend.shutdown_write();
+                return Ok(());
+            }
+            *buf = Some(b);
+            self.touch();
+        }
+    }
+
+    /// Backend plaintext in, records out to the client.
+    async fn backend_to_client(&self, mut backend: Half) -> Result<(), Side> {
+        loop {
+            let limit = self.pool.size() - RECORD_SLACK;
+            let input = self
+                .read_pooled(&mut backend, FROM_BACKEND, limit)
+                .await
+                .map_err(backend_io)?;
+            let n = input.len();
+            if n == 0 {
+                self.pool.put(input);
+                let mut s = self.sending.take().await;
+                let mut out = self.pool.get();
+                let sealed = s.tx.seal_close_notify(out.space());
+                out.set_filled(sealed.unwrap_or(0));
+                let (res, out) = s.half.write_all(out).await;
+                self.pool.put(out);
+                res.map_err(client_io)?;
+                let _ = s.half.shutdown_write();
+                return Ok(());
+            }
+            self.touch();
+            let result = self.seal_and_send(input.filled()).await;
+            self.pool.put(input);
+            result?;
+            self.stats.bytes_to_client.add(n as u64);
+        }
+    }
+
+    /// Seals `data` as application data and writes it to the client.
+    async fn seal_and_send(&self, data: &[u8]) -> Result<(), Side> {
+        let mut s = self.sending.take().await;
+        let mut off = 0;
+        while off < data.len() {
+            let mut out = self.pool.get();
+            let sealed = s.tx.seal_data(&data[off..], out.space(), &self.control);
+            let (taken, written) = match sealed {
+                Ok(x) => x,
+                Err(e) => {
+                    self.pool.put(out);
+                    return Err(Side::Client(Failure::Tls(e)));
+                }
+            };
+            out.set_filled(written);
+            let (res, out) = s.half.write_all(out).await;
+            self.pool.put(out);
+            res.map_err(client_io)?;
+            off += taken;
+            self.touch();
+        }
+        Ok(())
+    }
+
+    /// Records the receiving side owes the client (a renegotiation refusal).
+    async fn send_replies(&self) -> Result<(), Side> {
+        let mut s = self.sending.take().await;
+        let mut out = self.pool.get();
+        let n = s.tx.seal_replies(out.space(), &self.control);
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                self.pool.put(out);
+                return Err(Side::Client(Failure::Tls(e)));
+            }
+        };
+        out.set_filled(n);
+        let (res, out) = s.half.write_all(out).await;
+        self.pool.put(out);
+        res.map(drop).map_err(client_io)
+    }
+
+    /// Tells the client why its connection is being closed (best effort).
+    async fn send_failure(&self, e: &TlsError) {
+        let mut s = self.sending.take().await;
+        let mut out = self.pool.get();
+        let n = s.tx.seal_failure(e, out.space());
+        out.set_filled(n);
+        if n > 0 {
+            let (_, o) = s.half.write_all(out).await;
+            out = o;
+        }
+        self.pool.put(out);
+    }
+}
