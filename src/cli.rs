@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::proxy::pool::Balance;
-use crate::util::{cpus, duration};
+use crate::util::{cpus, duration, size};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve https://127.0.0.1:8443 with a generated certificate and a built-in HTTP backend.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Check a configuration file (and the certificates it names), then exit: 0 when it is
     /// good, 2 with the file, line and cause when not.
     Check(CheckArgs),
@@ -93,7 +93,8 @@ pub struct DemoArgs {
 /// Flags shared by a normal run and `tern demo`.
 #[derive(Args, Debug)]
 pub struct Tuning {
-    /// tcp: decrypt and pump bytes unchanged. http: HTTP/1.1-aware (not built yet).
+    /// tcp: decrypt and pump bytes unchanged. http: HTTP/1.1-aware (forwarding headers,
+    /// routing by Host and path, kept-alive backends, errors answered with a status).
     #[arg(long, value_enum, default_value_t = Mode::Tcp)]
     pub mode: Mode,
     /// Worker threads, each pinned to one CPU [default: one per CPU this process may run on].
@@ -128,6 +129,35 @@ pub struct Tuning {
     /// other's sessions [default: random per process].
     #[arg(long, value_name = "FILE")]
     pub ticket_key_file: Option<PathBuf>,
+    /// http mode: keep X-Forwarded-For/-Proto, Forwarded and X-Real-IP sent by clients (and
+    /// append to them) instead of dropping them; only behind another proxy you trust.
+    #[arg(long)]
+    pub trust_forwarded: bool,
+    /// http mode: also send RFC 7239 `Forwarded: for=...;proto=https`.
+    #[arg(long)]
+    pub forwarded: bool,
+    /// http mode: largest request head (431 past it; at most 32KiB).
+    #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = size::parse)]
+    pub max_header_bytes: u64,
+    /// http mode: largest request body (413 past it) [default: unlimited].
+    #[arg(long, value_name = "SIZE", value_parser = size::parse)]
+    pub max_body_bytes: Option<u64>,
+    /// http mode: time a client has to send a whole request head once it began (408 after).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
+    pub header_timeout: Duration,
+    /// http mode: time a backend has to start its response (504 after).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
+    pub backend_timeout: Duration,
+    /// http mode: idle kept-alive connections per backend and worker.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub backend_keepalive: usize,
+    /// http mode: how long an idle kept-alive backend connection is kept.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse)]
+    pub backend_idle_timeout: Duration,
+    /// http mode: one line per request to FILE (appended), or - for standard output
+    /// [default: off].
+    #[arg(long, value_name = "FILE|-")]
+    pub access_log: Option<String>,
     /// More log output (-v debug: one line per connection error, -vv trace).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -209,6 +209,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
             max_conns: share,
             drain_timeout: cfg.drain_timeout,
             stats: stats[id].clone(),
+            access_log: cfg.access_log.clone(),
             control: rx,
             ready: ready_tx.clone(),
         };

@@ -49,6 +49,8 @@ pub struct Spec {
     pub max_conns: usize,
     pub drain_timeout: Duration,
     pub stats: Arc<WorkerStats>,
+    /// Where this worker writes its access log lines (http mode).
+    pub access_log: Option<Arc<proxy::accesslog::Target>>,
     pub control: flume::Receiver<Control>,
     /// Told once the worker is serving (Ok) or could not start (Err, with the cause).
     pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
@@ -170,15 +172,36 @@ async fn run(spec: Spec, setup: &'static str) {
             }
         }
     }
+    let access_log = match &spec.access_log {
+        None => None,
+        Some(target) => match proxy::accesslog::AccessLog::start(target) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                let _ = spec
+                    .ready
+                    .send(Err(format!("worker {}: access log: {e}", spec.id)));
+                return;
+            }
+        },
+    };
     let ctx: proxy::Ctx = Rc::new(ProxyCtx {
         tls,
+        certs: spec.tls.certs.clone(),
+        access_log,
         // Keep up to 4 MiB of free buffers for bursts, not memory for long-gone peaks.
         bufs: proxy::BufPool::new(spec.settings.buf_size, (4 << 20) / spec.settings.buf_size),
         routes: spec.routes.clone(),
         pools: spec
             .pools
             .iter()
-            .map(|p| Pool::new(p, spec.settings.connect_timeout, spec.id))
+            .map(|p| {
+                Pool::new(
+                    p,
+                    spec.settings.connect_timeout,
+                    spec.settings.keepalive,
+                    spec.id,
+                )
+            })
             .collect(),
         settings: spec.settings,
         stats: spec.stats.clone(),
@@ -189,7 +212,7 @@ async fn run(spec: Spec, setup: &'static str) {
         stats: spec.stats.clone(),
     });
     let stop = Rc::new(Latch::default());
-    monoio::spawn(give_back_memory());
+    monoio::spawn(housekeeping(ctx.clone()));
     proxy::start_health_checks(&ctx, &spec.pools);
     for listener in listeners {
         monoio::spawn(accept_loop(
@@ -229,12 +252,16 @@ async fn run(spec: Spec, setup: &'static str) {
     }
 }
 
-/// Once a second, has the allocator return this thread's freed pages to the kernel. After a
-/// burst (many handshakes, many busy connections) the memory would otherwise stay resident
-/// until the next burst reuses it; this keeps RSS close to what connections hold now.
-async fn give_back_memory() {
+/// Once a second: closes kept-alive backend connections past their idle time, and has the
+/// allocator return this thread's freed pages to the kernel (after a burst of handshakes or
+/// busy connections the memory would otherwise stay resident until the next burst).
+async fn housekeeping(ctx: proxy::Ctx) {
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        for pool in &ctx.pools {
+            pool.sweep(now);
+        }
         // SAFETY: mi_collect only tidies the calling thread's mimalloc heap; without mimalloc
         // as the global allocator (unit tests) that heap is simply empty.
         unsafe { libmimalloc_sys::mi_collect(false) };
@@ -266,7 +293,9 @@ async fn accept_loop(
                 let ctx = ctx.clone();
                 monoio::spawn(async move {
                     let _slot = slot;
-                    let conn = std::panic::AssertUnwindSafe(proxy::l4::serve(ctx, stream, peer));
+                    let conn = std::panic::AssertUnwindSafe(proxy::l4::serve_connection(
+                        ctx, stream, peer,
+                    ));
                     if conn.catch_unwind().await.is_err() {
                         tracing::error!(worker = id, %peer, "connection task panicked; connection closed");
                     }

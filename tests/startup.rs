@@ -78,7 +78,6 @@ fn bad_arguments_name_the_flag() {
     refused(&cat(&ok, &["--cores", "2-1"]), "--cores");
     refused(&cat(&ok, &["--idle-timeout", "soon"]), "--idle-timeout");
     refused(&cat(&ok, &["--max-conns", "0"]), "--max-conns");
-    refused(&cat(&ok, &["--mode", "http"]), "--mode http");
     refused(&cat(&ok, &["--backend", "nowhere"]), "--backend nowhere");
     refused(&cat(&ok, &["--frobnicate"]), "--frobnicate");
     refused(

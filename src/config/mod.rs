@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{MaxConns, Mode, RunArgs, Toggle, Tuning};
-use crate::proxy::pool::{HealthCheck, PoolSpec};
-use crate::proxy::Settings;
+use crate::http::{ForwardPolicy, Limits};
+use crate::proxy::accesslog::Target as AccessLogTarget;
+use crate::proxy::pool::{HealthCheck, KeepAlive, PoolSpec};
+use crate::proxy::{HttpSettings, Settings};
 use crate::route::{HostMatch, Route, Routes};
 use crate::tls::certs::{self, CertStore, PemFile};
 use crate::tls::tickets::MasterSecret;
@@ -40,6 +42,7 @@ pub struct Config {
     pub max_conns: MaxConns,
     pub settings: Settings,
     pub drain_timeout: Duration,
+    pub access_log: Option<Arc<AccessLogTarget>>,
 }
 
 /// A refusal to start, one line.
@@ -142,11 +145,34 @@ impl Config {
 
     /// Combines a topology with the tuning flags.
     pub fn build(topology: Topology, t: &Tuning) -> Result<Config, ConfigError> {
-        if t.mode == Mode::Http {
-            return Err(ConfigError(
-                "--mode http: http mode is not built yet; use --mode tcp".into(),
-            ));
+        let buf_size = Settings::default().buf_size;
+        if t.max_header_bytes > buf_size as u64 || t.max_header_bytes < 1024 {
+            return Err(ConfigError(format!(
+                "--max-header-bytes: must be between 1KiB and {}KiB",
+                buf_size / 1024
+            )));
         }
+        for (flag, d) in [
+            ("--header-timeout", t.header_timeout),
+            ("--backend-timeout", t.backend_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError(format!("{flag}: must be more than 0")));
+            }
+        }
+        let access_log = match t.access_log.as_deref() {
+            None => None,
+            Some("-") => Some(Arc::new(AccessLogTarget::Stdout)),
+            Some(path) => {
+                // Opened here once so a bad path is refused at start-up.
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| ConfigError(format!("cannot open --access-log {path}: {e}")))?;
+                Some(Arc::new(AccessLogTarget::File(path.into())))
+            }
+        };
         let allowed = cpus::allowed()
             .map_err(|e| ConfigError(format!("cannot read this process's CPU set: {e}")))?;
         let cpus = cpus::plan(
@@ -205,9 +231,29 @@ impl Config {
                 handshake_timeout: t.handshake_timeout,
                 idle_timeout: (!t.idle_timeout.is_zero()).then_some(t.idle_timeout),
                 connect_timeout: t.connect_timeout,
+                keepalive: KeepAlive {
+                    max_idle: t.backend_keepalive,
+                    idle_timeout: t.backend_idle_timeout,
+                },
+                http: HttpSettings {
+                    enabled: t.mode == Mode::Http,
+                    limits: Limits {
+                        max_head: t.max_header_bytes as usize,
+                        max_line: (t.max_header_bytes as usize).min(8 * 1024),
+                        ..Limits::default()
+                    },
+                    max_body: t.max_body_bytes,
+                    header_timeout: t.header_timeout,
+                    backend_timeout: t.backend_timeout,
+                    forward: ForwardPolicy {
+                        trust_client: t.trust_forwarded,
+                        forwarded: t.forwarded,
+                    },
+                },
                 ..Settings::default()
             },
             drain_timeout: t.drain_timeout,
+            access_log,
         })
     }
 }

@@ -115,8 +115,26 @@ fn topology() -> Topology {
 fn build_checks_tuning() {
     let tuning = |args: &[&str]| parse(args).unwrap().run.tuning;
     let build = |args: &[&str]| Config::build(topology(), &tuning(args));
-    let e = build(&["--mode", "http"]).unwrap_err();
-    assert!(e.0.starts_with("--mode http"), "{e}");
+    let e = build(&["--max-header-bytes", "1MiB"]).unwrap_err();
+    assert!(e.0.starts_with("--max-header-bytes"), "{e}");
+    let e = build(&["--backend-timeout", "0"]).unwrap_err();
+    assert!(e.0.starts_with("--backend-timeout"), "{e}");
+    let e = build(&["--access-log", "/nonexistent/dir/log"]).unwrap_err();
+    assert!(
+        e.0.starts_with("cannot open --access-log /nonexistent/dir/log"),
+        "{e}"
+    );
+    let cfg = build(&[
+        "--mode",
+        "http",
+        "--max-body-bytes",
+        "1MiB",
+        "--trust-forwarded",
+    ])
+    .unwrap();
+    assert!(cfg.settings.http.enabled);
+    assert_eq!(cfg.settings.http.max_body, Some(1 << 20));
+    assert!(cfg.settings.http.forward.trust_client);
     let e = build(&["--cores", "4000"]).unwrap_err();
     assert!(e.0.contains("--cores") && e.0.contains("4000"), "{e}");
     let e = build(&["--connect-timeout", "0"]).unwrap_err();

@@ -6,10 +6,12 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use super::handshake::{self, HandshakeError};
+use super::handshake::{self, Carry, HandshakeError};
 use super::{pump, Ctx};
+use crate::tls::Established;
 
-pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
+/// Serves one accepted connection: the handshake, then tcp or http mode.
+pub async fn serve_connection(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
     let stats = &ctx.stats;
     let accepting = match ctx.tls.accept() {
@@ -22,8 +24,7 @@ pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
     // Boxed: the handshake's state is only needed until it completes, so it should not stay
     // part of every long-lived connection's future.
     let hs = Box::pin(handshake::run(&mut client, accepting, &ctx.bufs));
-    let (mut session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await
-    {
+    let (session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await {
         Ok(Ok(done)) => {
             stats.handshakes_ok.inc();
             done
@@ -42,6 +43,22 @@ pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    if ctx.settings.http.enabled {
+        super::l7::serve(ctx, client, peer, session, carry).await;
+    } else {
+        serve(ctx, client, peer, session, carry).await;
+    }
+}
+
+/// tcp mode after the handshake.
+async fn serve(
+    ctx: Ctx,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    mut session: Established,
+    carry: Carry,
+) {
+    let stats = &ctx.stats;
     // tcp mode routes on the server name alone.
     let sni = session.info.sni.as_deref();
     let connected = match ctx.routes.pick_host(sni) {
@@ -71,16 +88,8 @@ pub async fn serve(ctx: Ctx, mut client: TcpStream, peer: SocketAddr) {
     let _ = backend.set_nodelay(true);
     let version = session.info.version;
     let backend_addr = lease.addr();
-    let outcome = pump::run(
-        session,
-        client,
-        backend,
-        carry,
-        &ctx.bufs,
-        ctx.settings.idle_timeout,
-        stats,
-    )
-    .await;
+    let tunnel = pump::Tunnel::new(session, client, backend, carry);
+    let outcome = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, stats).await;
     drop(lease);
     debug!(%peer, backend = %backend_addr, version, "connection ended: {outcome}");
 }

@@ -3,7 +3,7 @@
 //! verdicts of active checks (`health`). Each worker keeps its own counts and verdicts: nothing
 //! here is shared between cores.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ const MAX_REST: Duration = Duration::from_secs(30);
 
 struct Backend {
     addr: SocketAddr,
+    /// Kept-alive connections (http mode), newest last.
+    idle: RefCell<Vec<(TcpStream, Instant)>>,
     /// Connections open to it from this worker.
     open: Cell<u32>,
     failures: Cell<u32>,
@@ -74,6 +76,25 @@ pub struct Pool {
     balance: Balance,
     next: Cell<usize>,
     connect_timeout: Duration,
+    keepalive: KeepAlive,
+}
+
+/// How kept-alive backend connections are pooled (http mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Idle connections kept per backend per worker.
+    pub max_idle: usize,
+    /// An idle connection older than this is closed instead of reused.
+    pub idle_timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            max_idle: 32,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Why no backend connection could be had.
@@ -137,7 +158,12 @@ fn ip_hash(ip: IpAddr) -> u64 {
 impl Pool {
     /// `stagger` offsets the round-robin start per worker, so N fresh workers do not all send
     /// their first connection to the same backend.
-    pub fn new(spec: &PoolSpec, connect_timeout: Duration, stagger: usize) -> Pool {
+    pub fn new(
+        spec: &PoolSpec,
+        connect_timeout: Duration,
+        keepalive: KeepAlive,
+        stagger: usize,
+    ) -> Pool {
         let n = spec.backends.len().max(1);
         Pool {
             name: spec.name.clone(),
@@ -146,6 +172,7 @@ impl Pool {
                 .iter()
                 .map(|&addr| Backend {
                     addr,
+                    idle: RefCell::new(Vec::new()),
                     open: Cell::new(0),
                     failures: Cell::new(0),
                     resting_until: Cell::new(None),
@@ -155,6 +182,7 @@ impl Pool {
             balance: spec.balance,
             next: Cell::new(stagger % n),
             connect_timeout,
+            keepalive,
         }
     }
 
@@ -209,8 +237,29 @@ impl Pool {
         client: IpAddr,
         stats: &WorkerStats,
     ) -> Result<(TcpStream, Lease<'_>), ConnectError> {
+        self.connect_or_reuse(client, stats, false)
+            .await
+            .map(|(s, lease, _)| (s, lease))
+    }
+
+    /// Like [`connect`](Self::connect), but first takes a kept-alive connection to the chosen
+    /// backend if one is idle and still sound. The flag says whether it was reused.
+    pub async fn connect_or_reuse(
+        &self,
+        client: IpAddr,
+        stats: &WorkerStats,
+        reuse: bool,
+    ) -> Result<(TcpStream, Lease<'_>, bool), ConnectError> {
         let mut last = None;
-        let candidates: Vec<usize> = self.order(client, Instant::now()).collect();
+        let now = Instant::now();
+        let candidates: Vec<usize> = self.order(client, now).collect();
+        if reuse {
+            if let Some(&i) = candidates.first() {
+                if let Some(stream) = self.take_idle(i, now) {
+                    return Ok((stream, self.lease(i), true));
+                }
+            }
+        }
         for i in candidates {
             let addr = self.backends[i].addr;
             let attempt =
@@ -218,15 +267,7 @@ impl Pool {
             let err = match attempt {
                 Ok(Ok(stream)) => {
                     self.mark_ok(i);
-                    let open = &self.backends[i].open;
-                    open.set(open.get() + 1);
-                    return Ok((
-                        stream,
-                        Lease {
-                            pool: self,
-                            index: i,
-                        },
-                    ));
+                    return Ok((stream, self.lease(i), false));
                 }
                 Ok(Err(e)) => io::Error::new(e.kind(), format!("{addr}: {e}")),
                 Err(_) => io::Error::new(
@@ -240,6 +281,45 @@ impl Pool {
             last = Some(err);
         }
         Err(last.map_or(ConnectError::NoneUsable, ConnectError::Failed))
+    }
+
+    fn lease(&self, i: usize) -> Lease<'_> {
+        let open = &self.backends[i].open;
+        open.set(open.get() + 1);
+        Lease {
+            pool: self,
+            index: i,
+        }
+    }
+
+    /// The newest idle connection to backend `i` that is young enough and still sound.
+    fn take_idle(&self, i: usize, now: Instant) -> Option<TcpStream> {
+        let mut idle = self.backends[i].idle.borrow_mut();
+        while let Some((stream, since)) = idle.pop() {
+            if now.duration_since(since) < self.keepalive.idle_timeout
+                && super::split::idle_socket_ok(&stream)
+            {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection to backend `i` for the next request (dropped if the pool is full).
+    pub fn put_idle(&self, i: usize, stream: TcpStream) {
+        let mut idle = self.backends[i].idle.borrow_mut();
+        if idle.len() < self.keepalive.max_idle {
+            idle.push((stream, Instant::now()));
+        }
+    }
+
+    /// Closes idle connections past their time.
+    pub fn sweep(&self, now: Instant) {
+        for b in &self.backends {
+            b.idle
+                .borrow_mut()
+                .retain(|(_, since)| now.duration_since(*since) < self.keepalive.idle_timeout);
+        }
     }
 
     /// A connect failed: rest the backend, longer each consecutive time.
@@ -295,7 +375,7 @@ mod tests {
             balance,
             health: None,
         };
-        Pool::new(&spec, Duration::from_secs(1), 0)
+        Pool::new(&spec, Duration::from_secs(1), KeepAlive::default(), 0)
     }
 
     fn first(p: &Pool, ip: [u8; 4], now: Instant) -> Option<usize> {
@@ -382,6 +462,7 @@ mod tests {
                 health: None,
             },
             Duration::from_secs(1),
+            KeepAlive::default(),
             3,
         );
         assert_eq!(first(&other, [10, 0, 0, 1], now), a);

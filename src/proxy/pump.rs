@@ -30,8 +30,10 @@ use monoio::net::TcpStream;
 use super::bufpool::{BufPool, PoolBuf};
 use super::handshake::Carry;
 use super::split::{is_cancelled, split, Half};
+use super::tlsio::{ClientError, ClientOut, Sending};
 use crate::stats::WorkerStats;
 use crate::tls::{Control, Established, Rx, RxEvent, TlsError, Tx};
+
 use crate::util::baton::Baton;
 
 /// Quiet time after which a connection's buffers go back to the pool.
@@ -85,6 +87,14 @@ enum Side {
     Backend(Failure),
 }
 
+fn client_side(e: ClientError) -> Side {
+    Side::Client(match e {
+        ClientError::Io(e) => Failure::Io(e),
+        ClientError::Tls(e) => Failure::Tls(e),
+        ClientError::Full => Failure::Io(io::Error::other("client buffer full")),
+    })
+}
+
 fn client_io(e: io::Error) -> Side {
     Side::Client(Failure::Io(e))
 }
@@ -95,16 +105,8 @@ fn backend_io(e: io::Error) -> Side {
 const FROM_CLIENT: usize = 0;
 const FROM_BACKEND: usize = 1;
 
-/// The client socket's write half and the TLS sending state, held together: sealing a record
-/// and writing it happen under one hold, so records leave in sequence order.
-struct Sending {
-    half: Half,
-    tx: Tx,
-}
-
 struct Pump<'a> {
-    control: RefCell<Control>,
-    sending: Baton<Sending>,
+    out: ClientOut<'a>,
     last_io: Cell<Instant>,
     /// Per direction: calls off that direction's pending read when the connection goes quiet.
     cancel: [RefCell<Canceller>; 2],
@@ -117,30 +119,68 @@ struct Pump<'a> {
     stats: &'a WorkerStats,
 }
 
+/// Everything a tunnel starts from: the TLS halves, both sockets (read and write halves), and
+/// bytes already read on either side that have not been passed on yet.
+pub struct Tunnel {
+    pub rx: Rx,
+    pub tx: Tx,
+    pub control: RefCell<Control>,
+    pub client: (Half, Half),
+    pub backend: (Half, Half),
+    /// Client ciphertext not yet opened.
+    pub carry: Carry,
+    /// Client plaintext not yet forwarded.
+    pub to_backend: Vec<u8>,
+    /// Backend bytes not yet sent to the client.
+    pub to_client: Vec<u8>,
+}
+
+impl Tunnel {
+    /// A fresh tunnel over two sockets (tcp mode).
+    pub fn new(
+        session: Established,
+        client: TcpStream,
+        backend: TcpStream,
+        carry: Carry,
+    ) -> Tunnel {
+        Tunnel {
+            rx: session.rx,
+            tx: session.tx,
+            control: session.control,
+            client: split(client),
+            backend: split(backend),
+            carry,
+            to_backend: session.early,
+            to_client: Vec::new(),
+        }
+    }
+}
+
 /// Pumps until both directions are done, one side fails, or the connection idles out.
 pub async fn run(
-    session: Established,
-    client: TcpStream,
-    backend: TcpStream,
-    carry: Carry,
+    t: Tunnel,
     pool: &BufPool,
     idle: Option<Duration>,
     stats: &WorkerStats,
 ) -> Outcome {
-    let (crx, ctx) = split(client);
-    let (brx, btx) = split(backend);
-    // Keep both sockets open past the futures below, to choose how each is closed.
-    let (client, backend) = (crx.keep(), brx.keep());
-    let Established {
+    let Tunnel {
         rx,
         tx,
         control,
-        early,
-        ..
-    } = session;
+        client: (crx, ctx),
+        backend: (brx, btx),
+        carry,
+        to_backend,
+        to_client,
+    } = t;
+    // Keep both sockets open past the futures below, to choose how each is closed.
+    let (client, backend) = (crx.keep(), brx.keep());
     let pump = Pump {
-        control,
-        sending: Baton::new(Sending { half: ctx, tx }),
+        out: ClientOut {
+            sending: Baton::new(Sending { half: ctx, tx }),
+            control: &control,
+            pool,
+        },
         last_io: Cell::new(Instant::now()),
         cancel: Default::default(),
         released: Cell::new(false),
@@ -149,8 +189,8 @@ pub async fn run(
         stats,
     };
     let both = try_join(
-        pump.client_to_backend(rx, crx, btx, carry, early),
-        pump.backend_to_client(brx),
+        pump.client_to_backend(rx, crx, btx, carry, to_backend),
+        pump.backend_to_client(brx, to_client),
     );
     let result = match select(pin!(both), pin!(pump.watch(idle))).await {
         Either::Left((r, _)) => Some(r),
@@ -256,7 +296,7 @@ impl Pump<'_> {
             self.pool.put(b);
         }
         if let Err(Side::Client(Failure::Tls(e))) = &result {
-            self.send_failure(e).await;
+            self.out.send_failure(e).await;
         }
         result
     }
@@ -275,7 +315,7 @@ impl Pump<'_> {
             if let Some(b) = buf.as_mut() {
                 let len = b.len();
                 while *start < len {
-                    let opened = rx.next(&mut b.space()[*start..len], &self.control);
+                    let opened = rx.next(&mut b.space()[*start..len], self.out.control);
                     match opened.map_err(|e| Side::Client(Failure::Tls(e)))? {
                         None => break,
                         Some((n, RxEvent::Data(r))) => {
@@ -293,8 +333,8 @@ impl Pump<'_> {
                     }
                 }
             }
-            if self.control.borrow().reply_due() {
-                self.send_replies().await?;
+            if self.out.control.borrow().reply_due() {
+                self.out.send_replies().await.map_err(client_side)?;
             }
             if plain_end > 0 {
                 // Invariant: plain_end > 0 only after records were opened from `buf`.
@@ -362,7 +402,11 @@ impl Pump<'_> {
     }
 
     /// Backend plaintext in, records out to the client.
-    async fn backend_to_client(&self, mut backend: Half) -> Result<(), Side> {
+    async fn backend_to_client(&self, mut backend: Half, early: Vec<u8>) -> Result<(), Side> {
+        if !early.is_empty() {
+            self.out.send(&early).await.map_err(client_side)?;
+            self.stats.bytes_to_client.add(early.len() as u64);
+        }
         loop {
             let limit = self.pool.size() - RECORD_SLACK;
             let input = self
@@ -372,76 +416,14 @@ impl Pump<'_> {
             let n = input.len();
             if n == 0 {
                 self.pool.put(input);
-                let mut s = self.sending.take().await;
-                let mut out = self.pool.get();
-                let sealed = s.tx.seal_close_notify(out.space());
-                out.set_filled(sealed.unwrap_or(0));
-                let (res, out) = s.half.write_all(out).await;
-                self.pool.put(out);
-                res.map_err(client_io)?;
-                let _ = s.half.shutdown_write();
-                return Ok(());
+                return self.out.close().await.map_err(client_side);
             }
             self.touch();
-            let result = self.seal_and_send(input.filled()).await;
+            let result = self.out.send(input.filled()).await;
             self.pool.put(input);
-            result?;
+            result.map_err(client_side)?;
+            self.touch();
             self.stats.bytes_to_client.add(n as u64);
         }
-    }
-
-    /// Seals `data` as application data and writes it to the client.
-    async fn seal_and_send(&self, data: &[u8]) -> Result<(), Side> {
-        let mut s = self.sending.take().await;
-        let mut off = 0;
-        while off < data.len() {
-            let mut out = self.pool.get();
-            let sealed = s.tx.seal_data(&data[off..], out.space(), &self.control);
-            let (taken, written) = match sealed {
-                Ok(x) => x,
-                Err(e) => {
-                    self.pool.put(out);
-                    return Err(Side::Client(Failure::Tls(e)));
-                }
-            };
-            out.set_filled(written);
-            let (res, out) = s.half.write_all(out).await;
-            self.pool.put(out);
-            res.map_err(client_io)?;
-            off += taken;
-            self.touch();
-        }
-        Ok(())
-    }
-
-    /// Records the receiving side owes the client (a renegotiation refusal).
-    async fn send_replies(&self) -> Result<(), Side> {
-        let mut s = self.sending.take().await;
-        let mut out = self.pool.get();
-        let n = s.tx.seal_replies(out.space(), &self.control);
-        let n = match n {
-            Ok(n) => n,
-            Err(e) => {
-                self.pool.put(out);
-                return Err(Side::Client(Failure::Tls(e)));
-            }
-        };
-        out.set_filled(n);
-        let (res, out) = s.half.write_all(out).await;
-        self.pool.put(out);
-        res.map(drop).map_err(client_io)
-    }
-
-    /// Tells the client why its connection is being closed (best effort).
-    async fn send_failure(&self, e: &TlsError) {
-        let mut s = self.sending.take().await;
-        let mut out = self.pool.get();
-        let n = s.tx.seal_failure(e, out.space());
-        out.set_filled(n);
-        if n > 0 {
-            let (_, o) = s.half.write_all(out).await;
-            out = o;
-        }
-        self.pool.put(out);
     }
 }

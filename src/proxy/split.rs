@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 
@@ -30,6 +30,10 @@ impl Half {
         // the contract behind its `Split` marker, which TcpStream implements), so the two
         // `&mut` never touch the same state; and a worker is single-threaded.
         unsafe { &mut *self.0.get() }
+    }
+
+    pub fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> + '_ {
+        self.stream().read(buf)
     }
 
     /// A read that `handle`'s canceller can call off; a cancelled read returns
@@ -92,6 +96,27 @@ impl Half {
     pub fn keep(&self) -> Half {
         Half(self.0.clone())
     }
+
+    /// The socket back from its last handle (`None` while another handle exists).
+    pub fn into_stream(self) -> Option<TcpStream> {
+        Rc::try_unwrap(self.0).ok().map(UnsafeCell::into_inner)
+    }
+}
+
+/// Whether an idle socket is still usable: no EOF, no error, and no unexpected bytes waiting
+/// (a backend that closed a kept-alive connection, or sent something unasked).
+pub fn idle_socket_ok(s: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a non-blocking peek of one byte into a local on our own open socket.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 /// Whether a read error only says the read was called off.

@@ -152,7 +152,7 @@ impl Accepting {
                 ConnectionState::ReadTraffic(mut r) => {
                     while let Some(rec) = r.next_record() {
                         let rec = rec.map_err(TlsError::Protocol)?;
-                        if self.early.len() + rec.payload.len() > 4 * record::MAX_FRAGMENT {
+                        if self.early.len() + rec.payload.len() > 2 * record::MAX_FRAGMENT {
                             return Err(TlsError::Protocol(rustls::Error::General(
                                 "too much data before the handshake finished".into(),
                             )));

@@ -29,6 +29,11 @@ impl<T> Baton<T> {
         }
     }
 
+    /// The value back, once nobody holds it (`None` if a holder still has it).
+    pub fn into_inner(self) -> Option<T> {
+        self.slot.into_inner()
+    }
+
     /// Waits until the value is free and takes it.
     pub async fn take(&self) -> Held<'_, T> {
         let value = poll_fn(|cx| {

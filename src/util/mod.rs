@@ -5,3 +5,4 @@ pub mod baton;
 pub mod cpus;
 pub mod duration;
 pub mod latch;
+pub mod size;

@@ -1,0 +1,675 @@
+//! http mode: HTTP/1.1 over the client's TLS connection. Each request head is parsed and held
+//! to RFC 9112 (`http`), routed by Host and path to a pool, sent to a backend (kept-alive
+//! connections are reused) with forwarding headers, its body streamed through; the response
+//! head comes back cleaned of hop-by-hop headers and its body is streamed to the client.
+//! Errors tern detects itself are answered with a real HTTP status and `Connection: close`.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use monoio::buf::IoBufMut;
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::accesslog::Entry;
+use super::handshake::Carry;
+use super::pool::{ConnectError, Pool};
+use super::pump::{self, Tunnel};
+use super::split::{split, Half};
+use super::tlsio::{ClientError, ClientOut, Sending, TlsReader};
+use super::Ctx;
+use crate::http::{self, forward, BodyScanner, Framing, Method, RequestHead, ResponseHead};
+use crate::route::normalize_host;
+use crate::tls::Established;
+use crate::util::baton::Baton;
+
+/// What one request needs after its head bytes are gone.
+struct Request {
+    method: Method,
+    body: Framing,
+    keep_alive: bool,
+    upgrade: bool,
+    host: Option<String>,
+    path: String,
+}
+
+/// How an exchange with a backend ended.
+enum Exchange {
+    /// The response is complete. `reuse`: the backend connection can take another request.
+    Done {
+        status: u16,
+        close: bool,
+        reuse: bool,
+        bytes_out: u64,
+    },
+    /// The backend switched protocols (101): tunnel from here.
+    Upgrade { leftover: Vec<u8> },
+    /// Failed before any response byte reached the client: answer with this status.
+    Refused {
+        status: u16,
+        retry: bool,
+        why: String,
+    },
+    /// Failed after the response started: the client connection is cut.
+    Broken(String),
+}
+
+struct Http<'a> {
+    ctx: &'a Ctx,
+    out: ClientOut<'a>,
+    peer: SocketAddr,
+    sni: Option<String>,
+    sni_cert: usize,
+}
+
+pub async fn serve(
+    ctx: Ctx,
+    client: TcpStream,
+    peer: SocketAddr,
+    session: Established,
+    carry: Carry,
+) {
+    let Established {
+        rx,
+        tx,
+        control,
+        info,
+        early,
+    } = session;
+    let (mut client_rx, client_tx) = split(client);
+    let keep = client_rx.keep();
+    let mut reader = match TlsReader::new(rx, carry, &early, &ctx.bufs) {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(%peer, "http: {e}");
+            return;
+        }
+    };
+    drop(early);
+    let conn = Http {
+        ctx: &ctx,
+        out: ClientOut {
+            sending: Baton::new(Sending {
+                half: client_tx,
+                tx,
+            }),
+            control: &control,
+            pool: &ctx.bufs,
+        },
+        peer,
+        sni_cert: ctx.certs.select(info.sni.as_deref()),
+        sni: info.sni,
+    };
+    let upgrade = conn.requests(&mut reader, &mut client_rx).await;
+    let Some((backend, leftover)) = upgrade else {
+        return;
+    };
+    // 101 Switching Protocols: from here on, bytes both ways unchanged.
+    let Some(Sending { half, tx }) = conn.out.sending.into_inner() else {
+        return;
+    };
+    let (rx, carry, to_backend) = reader.into_parts(&ctx.bufs);
+    let tunnel = Tunnel {
+        rx,
+        tx,
+        control,
+        client: (client_rx, half),
+        backend,
+        carry,
+        to_backend,
+        to_client: leftover,
+    };
+    let outcome = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
+    debug!(%peer, "upgraded connection ended: {outcome}");
+    drop(keep);
+}
+
+enum HeadRead {
+    Ready,
+    /// The client closed, or stayed silent past the idle timeout, between requests.
+    Gone,
+    Refuse(u16, &'static str),
+    Failed(ClientError),
+}
+
+impl Http<'_> {
+    /// Serves requests until the connection ends; returns the backend of an upgrade.
+    async fn requests(
+        &self,
+        reader: &mut TlsReader,
+        client: &mut Half,
+    ) -> Option<((Half, Half), Vec<u8>)> {
+        let s = &self.ctx.settings;
+        let mut head = RequestHead::default();
+        let mut scratch = Vec::new();
+        loop {
+            match self.read_head(reader, client, &mut head).await {
+                HeadRead::Ready => {}
+                HeadRead::Gone => return None,
+                HeadRead::Failed(e) => {
+                    debug!(peer = %self.peer, "http: reading a request: {e}");
+                    return None;
+                }
+                HeadRead::Refuse(status, why) => {
+                    debug!(peer = %self.peer, status, "http: refused: {why}");
+                    self.answer(status).await;
+                    return None;
+                }
+            }
+            let started = Instant::now();
+            let src = reader.plaintext();
+            let req = Request {
+                method: head.method(),
+                body: head.body(),
+                keep_alive: head.keep_alive(),
+                upgrade: head.upgrade,
+                host: head
+                    .host
+                    .clone()
+                    .map(|r| normalize_host(&String::from_utf8_lossy(&src[r]))),
+                path: String::from_utf8_lossy(path_of(&src[head.target.clone()])).into_owned(),
+            };
+            // Body bytes that came with the head are checked before anything reaches a
+            // backend: a broken chunked body sent in one go is refused outright.
+            let early_body_ok = req.body != Framing::Chunked
+                || BodyScanner::new(Framing::Chunked)
+                    .feed(&src[head.len..])
+                    .is_ok();
+            let refusal = if early_body_ok {
+                self.check(&req)
+            } else {
+                Err(400)
+            };
+            let pool = match refusal {
+                Ok(pool) => pool,
+                Err(status) => {
+                    self.log(&req, status, 0, None, started);
+                    self.answer(status).await;
+                    return None;
+                }
+            };
+            forward::request(src, &head, self.peer.ip(), s.http.forward, &mut scratch);
+            reader.consume(head.len, &self.ctx.bufs);
+
+            let mut retried = false;
+            loop {
+                let (exchange, backend) = self
+                    .exchange(pool, &req, &scratch, reader, client, !retried)
+                    .await;
+                match exchange {
+                    Exchange::Done {
+                        status,
+                        close,
+                        reuse,
+                        bytes_out,
+                    } => {
+                        self.log(
+                            &req,
+                            status,
+                            bytes_out,
+                            backend.as_ref().map(|b| b.0),
+                            started,
+                        );
+                        if let (true, Some((addr, index, halves))) = (reuse, backend) {
+                            let _ = addr;
+                            if let Some(stream) = join(halves) {
+                                self.ctx.pools[pool].put_idle(index, stream);
+                            }
+                        }
+                        if close {
+                            let _ = self.out.close().await;
+                            return None;
+                        }
+                        break;
+                    }
+                    Exchange::Upgrade { leftover } => {
+                        self.log(&req, 101, 0, backend.as_ref().map(|b| b.0), started);
+                        return backend.map(|(_, _, halves)| (halves, leftover));
+                    }
+                    Exchange::Refused { status, retry, why } => {
+                        if retry && !retried {
+                            debug!(peer = %self.peer, "http: retrying on a new connection: {why}");
+                            retried = true;
+                            continue;
+                        }
+                        debug!(peer = %self.peer, status, "http: {why}");
+                        self.log(&req, status, 0, backend.as_ref().map(|b| b.0), started);
+                        self.answer(status).await;
+                        return None;
+                    }
+                    Exchange::Broken(why) => {
+                        debug!(peer = %self.peer, "http: exchange cut: {why}");
+                        self.log(&req, 0, 0, backend.as_ref().map(|b| b.0), started);
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routing and the checks that need no backend: 421, 404, 413.
+    fn check(&self, req: &Request) -> Result<usize, u16> {
+        let ctx = self.ctx;
+        if ctx.certs.select(req.host.as_deref()) != self.sni_cert {
+            // The Host belongs to another certificate than the one this connection shows.
+            return Err(421);
+        }
+        let Some(pool) = ctx.routes.pick(req.host.as_deref(), req.path.as_bytes()) else {
+            return Err(404);
+        };
+        if let (Framing::Length(n), Some(max)) = (req.body, ctx.settings.http.max_body) {
+            if n > max {
+                return Err(413);
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Waits for a whole request head: silence before its first byte is the idle timeout (the
+    /// connection just closes); after it, the head must be complete within the header timeout.
+    async fn read_head(
+        &self,
+        reader: &mut TlsReader,
+        client: &mut Half,
+        head: &mut RequestHead,
+    ) -> HeadRead {
+        let s = &self.ctx.settings;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if !reader.plaintext().is_empty() {
+                match http::request::parse(reader.plaintext(), &s.http.limits, head) {
+                    Ok(true) => return HeadRead::Ready,
+                    Ok(false) => {}
+                    Err(e) => return HeadRead::Refuse(e.status, e.reason),
+                }
+                deadline.get_or_insert_with(|| Instant::now() + s.http.header_timeout);
+            } else if reader.finished() {
+                return HeadRead::Gone;
+            }
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => s.idle_timeout.unwrap_or(Duration::from_secs(24 * 3600)),
+            };
+            match monoio::time::timeout(wait, reader.fill(client, &self.out)).await {
+                Ok(Ok(0)) => {
+                    if reader.plaintext().is_empty() {
+                        return HeadRead::Gone;
+                    }
+                    return HeadRead::Refuse(400, "client closed inside a request head");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(ClientError::Full)) => {
+                    return HeadRead::Refuse(431, "request head too large")
+                }
+                Ok(Err(e)) => return HeadRead::Failed(e),
+                Err(_) if deadline.is_some() => {
+                    return HeadRead::Refuse(408, "request head not sent in time")
+                }
+                Err(_) => return HeadRead::Gone,
+            }
+        }
+    }
+
+    /// One request to one backend connection: head and body out, response back.
+    async fn exchange(
+        &self,
+        pool: usize,
+        req: &Request,
+        head: &[u8],
+        reader: &mut TlsReader,
+        client: &mut Half,
+        reuse: bool,
+    ) -> (Exchange, Option<(SocketAddr, usize, (Half, Half))>) {
+        let ctx = self.ctx;
+        let p: &Pool = &ctx.pools[pool];
+        let (stream, lease, reused) =
+            match p.connect_or_reuse(self.peer.ip(), &ctx.stats, reuse).await {
+                Ok(c) => c,
+                Err(ConnectError::NoneUsable) => {
+                    return (refused(503, false, "no usable backend".into()), None);
+                }
+                Err(ConnectError::Failed(e)) => return (refused(502, false, e.to_string()), None),
+            };
+        let _ = stream.set_nodelay(true);
+        let (addr, index) = (lease.addr(), lease.index());
+        let (mut brx, mut btx) = split(stream);
+        // A kept-alive connection the backend closed meanwhile fails before any response byte:
+        // a request that is safe to repeat and has no body goes once more on a new connection.
+        let may_retry = reused && req.method.idempotent() && req.body == Framing::None;
+
+        let body_done = Cell::new(req.body == Framing::None);
+        let response_started = Cell::new(false);
+        let head_sent = {
+            let mut buf = ctx.bufs.get();
+            let n = head.len().min(buf.capacity());
+            buf.space()[..n].copy_from_slice(&head[..n]);
+            buf.set_filled(n);
+            let (res, buf) = btx.write_all(buf).await;
+            ctx.bufs.put(buf);
+            res
+        };
+        if let Err(e) = head_sent {
+            return (
+                refused(502, may_retry, format!("{addr}: sending the request: {e}")),
+                None,
+            );
+        }
+        let outcome = {
+            let body = pin!(self.request_body(req, reader, client, &mut btx, &body_done));
+            let response = pin!(self.response(req, &mut brx, may_retry, addr, &response_started));
+            match select(body, response).await {
+                Either::Left((Ok(()), response)) => response.await,
+                Either::Left((Err(status), _)) if !response_started.get() => {
+                    refused(status, false, "request body refused".into())
+                }
+                Either::Left((Err(status), _)) => Exchange::Broken(format!(
+                    "request body refused ({status}) after the response began"
+                )),
+                Either::Right((r, _)) => r,
+            }
+        };
+        let exchange = match outcome {
+            // The backend answered before the whole request body arrived: the rest of the
+            // body cannot be told from a next request, so the connection ends here.
+            Exchange::Done {
+                status, bytes_out, ..
+            } if !body_done.get() => Exchange::Done {
+                status,
+                close: true,
+                reuse: false,
+                bytes_out,
+            },
+            Exchange::Done {
+                status,
+                close,
+                reuse,
+                bytes_out,
+            } => Exchange::Done {
+                status,
+                close: close || !req.keep_alive,
+                reuse,
+                bytes_out,
+            },
+            other => other,
+        };
+        drop(lease);
+        (exchange, Some((addr, index, (brx, btx))))
+    }
+
+    /// Streams the request body from the client to the backend. Errors are the status to
+    /// answer (400 for broken framing, 413 over the limit); a client that goes away is 400 too
+    /// (the answer will not be read).
+    async fn request_body(
+        &self,
+        req: &Request,
+        reader: &mut TlsReader,
+        client: &mut Half,
+        backend: &mut Half,
+        done: &Cell<bool>,
+    ) -> Result<(), u16> {
+        let ctx = self.ctx;
+        let mut scanner = BodyScanner::new(req.body);
+        let max = ctx.settings.http.max_body;
+        let idle = ctx
+            .settings
+            .idle_timeout
+            .unwrap_or(Duration::from_secs(24 * 3600));
+        while !scanner.done() {
+            if reader.plaintext().is_empty() {
+                match monoio::time::timeout(idle, reader.fill(client, &self.out)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Err(400),
+                }
+            }
+            let n = scanner.feed(reader.plaintext()).map_err(|_| 400u16)?;
+            if max.is_some_and(|m| scanner.seen > m) {
+                return Err(413);
+            }
+            if n > 0 {
+                reader
+                    .forward(n, backend, &ctx.bufs)
+                    .await
+                    .map_err(|_| 502u16)?;
+                ctx.stats.bytes_to_backend.add(n as u64);
+            }
+        }
+        done.set(true);
+        Ok(())
+    }
+
+    /// Reads the response (waiting at most the backend timeout for its head), passes 1xx
+    /// heads on, then sends the final head and streams the body to the client.
+    async fn response(
+        &self,
+        req: &Request,
+        backend: &mut Half,
+        may_retry: bool,
+        addr: SocketAddr,
+        started: &Cell<bool>,
+    ) -> Exchange {
+        let ctx = self.ctx;
+        let pool = &ctx.bufs;
+        let mut buf = pool.get();
+        let mut resp = ResponseHead::default();
+        let deadline = Instant::now() + ctx.settings.http.backend_timeout;
+        let mut sent_any = false;
+        let result = loop {
+            let parsed = http::response::parse(buf.filled(), req.method == Method::Head, &mut resp);
+            match parsed {
+                Ok(true) if resp.is_interim() => {
+                    // 100 Continue, 103 Early Hints: passed on as they come.
+                    let mut head = Vec::new();
+                    forward::response(buf.filled(), &resp, false, &mut head);
+                    started.set(true);
+                    if self.out.send(&head).await.is_err() {
+                        break Exchange::Broken("client gone".into());
+                    }
+                    sent_any = true;
+                    let len = buf.len();
+                    buf.space().copy_within(resp.len..len, 0);
+                    buf.set_filled(len - resp.len);
+                    continue;
+                }
+                Ok(true) => {
+                    started.set(true);
+                    break self.final_response(req, &resp, buf, backend).await;
+                }
+                Ok(false) if buf.len() == buf.capacity() => {
+                    break refused(502, false, format!("{addr}: response head too large"))
+                }
+                Ok(false) => {}
+                Err(e) => break refused(e.status, false, format!("{addr}: {}", e.reason)),
+            }
+            let at = buf.len();
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let read = monoio::time::timeout(wait, backend.read(buf.slice_mut(at..))).await;
+            let (res, slice) = match read {
+                Ok(r) => r,
+                Err(_) => {
+                    return refused(
+                        504,
+                        false,
+                        format!("{addr}: no response within the backend timeout"),
+                    );
+                }
+            };
+            buf = slice.into_inner();
+            match res {
+                Ok(0) | Err(_) if buf.is_empty() && !sent_any => {
+                    break refused(502, may_retry, format!("{addr}: closed before responding"));
+                }
+                Ok(0) => {
+                    break refused(
+                        502,
+                        false,
+                        format!("{addr}: closed inside the response head"),
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => break refused(502, false, format!("{addr}: {e}")),
+            }
+        };
+        result
+    }
+
+    async fn final_response(
+        &self,
+        req: &Request,
+        resp: &ResponseHead,
+        mut buf: super::bufpool::PoolBuf,
+        backend: &mut Half,
+    ) -> Exchange {
+        let ctx = self.ctx;
+        let pool = &ctx.bufs;
+        if resp.status == 101 {
+            if !req.upgrade {
+                pool.put(buf);
+                return refused(502, false, "101 without an upgrade request".into());
+            }
+            let mut head = Vec::new();
+            forward::response(buf.filled(), resp, false, &mut head);
+            let leftover = buf.filled()[resp.len..].to_vec();
+            pool.put(buf);
+            if self.out.send(&head).await.is_err() {
+                return Exchange::Broken("client gone".into());
+            }
+            return Exchange::Upgrade { leftover };
+        }
+        let close = !req.keep_alive || resp.body() == Framing::Close;
+        let mut scanner = BodyScanner::new(resp.body());
+        // Head and the body bytes already here go out together (one record for small replies).
+        let mut staging = Vec::with_capacity(resp.len + 512);
+        forward::response(buf.filled(), resp, close, &mut staging);
+        let mut pending = resp.len;
+        let mut bytes_out = 0u64;
+        let mut extra = false;
+        let idle = ctx
+            .settings
+            .idle_timeout
+            .unwrap_or(Duration::from_secs(24 * 3600));
+        loop {
+            if pending < buf.len() {
+                let n = match scanner.feed(&buf.filled()[pending..]) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        pool.put(buf);
+                        return Exchange::Broken(format!("backend body: {e}"));
+                    }
+                };
+                staging.extend_from_slice(&buf.filled()[pending..pending + n]);
+                bytes_out += n as u64;
+                extra |= pending + n < buf.len();
+            }
+            if !staging.is_empty() {
+                if let Err(e) = self.out.send(&staging).await {
+                    pool.put(buf);
+                    return Exchange::Broken(format!("client: {e}"));
+                }
+                ctx.stats.bytes_to_client.add(staging.len() as u64);
+                staging.clear();
+            }
+            if scanner.done() || extra {
+                break;
+            }
+            buf.set_filled(0);
+            pending = 0;
+            let read = monoio::time::timeout(idle, backend.read(buf)).await;
+            let Ok((res, b)) = read else {
+                return Exchange::Broken("backend idle in the body".into());
+            };
+            buf = b;
+            match res {
+                Ok(0) if resp.body() == Framing::Close => break,
+                Ok(0) => {
+                    pool.put(buf);
+                    return Exchange::Broken("backend closed inside the body".into());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    pool.put(buf);
+                    return Exchange::Broken(format!("backend: {e}"));
+                }
+            }
+        }
+        pool.put(buf);
+        Exchange::Done {
+            status: resp.status,
+            close,
+            reuse: resp.backend_reusable() && !extra,
+            bytes_out,
+        }
+    }
+
+    /// tern's own answer, then the end of the connection.
+    async fn answer(&self, status: u16) {
+        let mut out = Vec::new();
+        forward::error_response(status, &mut out);
+        if self.out.send(&out).await.is_ok() {
+            let _ = self.out.close().await;
+        }
+    }
+
+    fn log(
+        &self,
+        req: &Request,
+        status: u16,
+        bytes_out: u64,
+        backend: Option<SocketAddr>,
+        started: Instant,
+    ) {
+        if let Some(log) = &self.ctx.access_log {
+            log.record(&Entry {
+                client: self.peer,
+                sni: self.sni.as_deref(),
+                method: req.method,
+                host: req.host.as_deref(),
+                path: &req.path,
+                status,
+                bytes_out,
+                backend,
+                duration: started.elapsed(),
+            });
+        }
+    }
+}
+
+fn refused(status: u16, retry: bool, why: String) -> Exchange {
+    Exchange::Refused { status, retry, why }
+}
+
+/// The path of a request target (origin-form as is; absolute-form without scheme and host).
+fn path_of(target: &[u8]) -> &[u8] {
+    for scheme in [&b"http://"[..], b"https://"] {
+        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let rest = &target[scheme.len()..];
+            return rest
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(b"/", |p| &rest[p..]);
+        }
+    }
+    target
+}
+
+/// The socket back from its two halves, to keep it for the next request.
+fn join(halves: (Half, Half)) -> Option<TcpStream> {
+    let (a, b) = halves;
+    drop(b);
+    a.into_stream()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_of_targets() {
+        assert_eq!(path_of(b"/a/b?c"), b"/a/b?c");
+        assert_eq!(path_of(b"http://h:1/x?y"), b"/x?y");
+        assert_eq!(path_of(b"HTTPS://h"), b"/");
+        assert_eq!(path_of(b"*"), b"*");
+    }
+}
