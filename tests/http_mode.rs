@@ -434,3 +434,22 @@ fn an_access_log_line_per_request() {
         "{text}"
     );
 }
+
+#[test]
+fn an_idempotent_request_is_retried_once_when_a_reused_connection_dies() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let tern = start(&certs, &[b.addr], &[]);
+    let mut c = client(&tern, &certs);
+    assert_eq!(get(&mut c, "/flaky").text(), "flaky");
+    // Goes out on the kept-alive connection, which dies unanswered: retried on a new one.
+    assert_eq!(get(&mut c, "/flaky").text(), "flaky");
+    assert_eq!(b.requests().len(), 3);
+    // A POST is not repeated: the client gets 502.
+    send(
+        &mut c,
+        b"POST /flaky HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+    );
+    let r = read_response(&mut c, false).unwrap();
+    assert_eq!(r.status, 502);
+}

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod fields;
 pub mod forward;
+pub mod fuzzing;
 pub mod request;
 pub mod response;
 

@@ -5,8 +5,8 @@
 use std::ops::Range;
 
 use super::fields::{
-    body_framing, check_line_structure, connection_tokens, refuse, ConnectionTokens, Field,
-    Framing, HeadError, Name,
+    body_framing, check_line_structure, collect, connection_tokens, head_end, refuse,
+    ConnectionTokens, Field, Framing, HeadError, Name,
 };
 
 /// Limits on a request head.
@@ -117,7 +117,7 @@ impl RequestHead {
 /// `Ok(false)`: the head is not complete yet; read more and call again.
 pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool, HeadError> {
     // The request line must end within its limit, the head within its own.
-    let line_end = buf.iter().position(|&b| b == b'\n');
+    let line_end = memchr::memchr(b'\n', buf);
     match line_end {
         None if buf.len() >= limits.max_line => return refuse(414, "request line too long"),
         Some(end) if end + 1 > limits.max_line => return refuse(414, "request line too long"),
@@ -160,39 +160,15 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool
     head.target = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
     head.minor = minor;
     head.line = 0..line_end.map_or(0, |e| e + 1);
-    head.fields.clear();
-    for h in req.headers.iter() {
-        let name_at = offset(h.name.as_bytes())..offset(h.name.as_bytes()) + h.name.len();
-        let value = offset(h.value)..offset(h.value) + h.value.len();
-        // The line runs from the name to the CRLF after the value.
-        let line_end = bytes[value.end..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(value.end, |p| value.end + p + 1);
-        if bytes[name_at.end] != b':' {
-            return refuse(400, "whitespace between header name and colon");
-        }
-        head.fields.push(Field {
-            name: Name::classify(h.name.as_bytes()),
-            name_at: name_at.clone(),
-            value,
-            line: name_at.start..line_end,
-            listed_in_connection: false,
-        });
-    }
+    collect(bytes, req.headers, &mut head.fields)?;
     validate(bytes, head)?;
     Ok(true)
 }
 
-/// The end of the head (after CRLFCRLF), if it has arrived.
+/// The end of the head (after CRLFCRLF), if it has arrived. A bare-LF head must be found
+/// too (to be refused), not waited on until the size limit.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .or_else(|| {
-            // A bare-LF head still has to be found (and refused), not waited on forever.
-            buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
-        })
+    head_end(buf).or_else(|| memchr::memmem::find(buf, b"\n\n").map(|p| p + 2))
 }
 
 fn validate(bytes: &[u8], head: &mut RequestHead) -> Result<(), HeadError> {

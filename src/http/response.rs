@@ -5,8 +5,8 @@
 use std::ops::Range;
 
 use super::fields::{
-    body_framing, check_line_structure, connection_tokens, refuse, ConnectionTokens, Field,
-    Framing, HeadError, Name,
+    body_framing, check_line_structure, collect, connection_tokens, head_end, refuse,
+    ConnectionTokens, Field, Framing, HeadError,
 };
 
 /// A parsed response head; ranges index the buffer it was parsed from.
@@ -46,7 +46,7 @@ pub const MAX_HEAD: usize = 32 * 1024;
 /// Parses a response to a request with method HEAD (`head_request`) or not. `Ok(false)`: not
 /// complete yet. Errors mean the backend broke the protocol: answer 502.
 pub fn parse(buf: &[u8], head_request: bool, head: &mut ResponseHead) -> Result<bool, HeadError> {
-    let Some(head_len) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
+    let Some(head_len) = head_end(buf) else {
         if buf.len() >= MAX_HEAD {
             return refuse(502, "backend response head too large");
         }
@@ -69,27 +69,12 @@ pub fn parse(buf: &[u8], head_request: bool, head: &mut ResponseHead) -> Result<
     if !(100..=599).contains(&status) {
         return refuse(502, "backend status out of range");
     }
-    let offset = |s: &[u8]| s.as_ptr() as usize - bytes.as_ptr() as usize;
     head.len = head_len;
     head.status = status;
     head.minor = minor;
-    head.line = 0..bytes.iter().position(|&b| b == b'\n').map_or(0, |p| p + 1);
-    head.fields.clear();
-    for h in resp.headers.iter() {
-        let name_at = offset(h.name.as_bytes())..offset(h.name.as_bytes()) + h.name.len();
-        let value = offset(h.value)..offset(h.value) + h.value.len();
-        let line_end = bytes[value.end..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(value.end, |p| value.end + p + 1);
-        head.fields.push(Field {
-            name: Name::classify(h.name.as_bytes()),
-            name_at: name_at.clone(),
-            value,
-            line: name_at.start..line_end,
-            listed_in_connection: false,
-        });
-    }
+    head.line = 0..memchr::memchr(b'\n', bytes).map_or(0, |p| p + 1);
+    collect(bytes, resp.headers, &mut head.fields)
+        .or_else(|_| refuse(502, "malformed backend response header"))?;
     head.connection = connection_tokens(bytes, &mut head.fields);
     let declared = body_framing(bytes, &head.fields).or_else(|_| {
         // Conflicting or invalid lengths from a backend: the response cannot be framed.

@@ -110,7 +110,8 @@ pub fn read_chunked(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
 /// Content-Length; `/chunked/N` → N bytes chunked; `/status/S` → status S (204/304 without
 /// body); `/upload` → reads the body (length or chunked), answers `LEN SUM`; `/slow/MS` →
 /// waits MS ms first; `/ws` → 101 then echo; `/name` → its name; `/close` → answers then
-/// closes (Connection: close). Any path ending in `/name` answers with the name.
+/// closes (Connection: close); `/flaky` → answered once per connection, a second request
+/// on the same connection is dropped unanswered. Any path ending in `/name` answers with the name.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<String>>>,
@@ -132,6 +133,7 @@ impl TestBackend {
 fn serve(s: TcpStream, name: &str, seen: &Mutex<Vec<String>>) {
     let mut out = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
+    let mut served = 0;
     loop {
         let mut head = String::new();
         loop {
@@ -176,6 +178,11 @@ fn serve(s: TcpStream, name: &str, seen: &Mutex<Vec<String>>) {
         } else {
             Vec::new()
         };
+        served += 1;
+        if path == "/flaky" && served > 1 {
+            // Takes a second request on a kept-alive connection, then drops it unanswered.
+            return;
+        }
         let seg: Vec<&str> = path.split('/').collect();
         let head_only = method == "HEAD";
         let mut close = false;
@@ -187,6 +194,7 @@ fn serve(s: TcpStream, name: &str, seen: &Mutex<Vec<String>>) {
         let reply: Vec<u8> = match first {
             "echo" => plain(200, head.as_bytes(), head_only),
             "name" => plain(200, name.as_bytes(), head_only),
+            "flaky" => plain(200, b"flaky", head_only),
             "n" => plain(200, &pattern(seg[2].parse().unwrap_or(0), 1), head_only),
             "chunked" => {
                 let data = pattern(seg[2].parse().unwrap_or(0), 2);
