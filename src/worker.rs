@@ -188,8 +188,8 @@ async fn run(spec: Spec, setup: &'static str) {
         tls,
         certs: spec.tls.certs.clone(),
         access_log,
-        // Keep up to 4 MiB of free buffers for bursts, not memory for long-gone peaks.
-        bufs: proxy::BufPool::new(spec.settings.buf_size, (4 << 20) / spec.settings.buf_size),
+        // Keep up to 2 MiB of free buffers for bursts, not memory for long-gone peaks.
+        bufs: proxy::BufPool::new(spec.settings.buf_size, (2 << 20) / spec.settings.buf_size),
         routes: spec.routes.clone(),
         pools: spec
             .pools

@@ -112,7 +112,7 @@ pub async fn serve(
         return;
     };
     let (rx, carry, to_backend) = reader.into_parts(&ctx.bufs);
-    let tunnel = Tunnel {
+    let tunnel = Box::new(Tunnel {
         rx,
         tx,
         control,
@@ -121,7 +121,7 @@ pub async fn serve(
         carry,
         to_backend,
         to_client: leftover,
-    };
+    });
     let outcome = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
     debug!(%peer, "upgraded connection ended: {outcome}");
     drop(keep);
@@ -196,9 +196,9 @@ impl Http<'_> {
 
             let mut retried = false;
             loop {
-                let (exchange, backend) = self
-                    .exchange(pool, &req, &scratch, reader, client, !retried)
-                    .await;
+                // Boxed: a connection waiting between requests holds none of this.
+                let (exchange, backend) =
+                    Box::pin(self.exchange(pool, &req, &scratch, reader, client, !retried)).await;
                 match exchange {
                     Exchange::Done {
                         status,

@@ -8,7 +8,11 @@
 //!   other side and memory stays bounded;
 //! - buffers come from the worker's pool only while bytes move: once the connection has been
 //!   quiet for [`RELEASE_AFTER`], pending reads are called off and re-issued as readiness waits
-//!   that hold no buffer, so an idle connection costs its TLS keys and little else;
+//!   that hold no buffer;
+//! - a connection quiet on both sides is *parked*: the two direction futures (boxed, a few KiB)
+//!   are dropped — safe, since each is only waiting for readiness and holds no data — and one
+//!   small future waits for either socket to become readable; then they are made anew. An
+//!   idle connection costs its TLS keys, its sockets and that wait;
 //! - a half-close is carried through: client close_notify/FIN → shutdown(write) to the backend;
 //!   backend FIN → close_notify + shutdown(write) to the client;
 //! - a reset or error on one side resets the other (SO_LINGER 0);
@@ -33,13 +37,15 @@ use super::split::{is_cancelled, split, Half};
 use super::tlsio::{ClientError, ClientOut, Sending};
 use crate::stats::WorkerStats;
 use crate::tls::{Control, Established, Rx, RxEvent, TlsError, Tx};
-
 use crate::util::baton::Baton;
 
 /// Quiet time after which a connection's buffers go back to the pool.
 pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
 /// How often a released connection's watcher looks again (activity resumes reads with buffers).
 const RECHECK: Duration = Duration::from_secs(5);
+/// After releasing, how long the directions get to settle into readiness waits before the
+/// watcher looks whether the connection can be parked.
+const PARK_CHECK: Duration = Duration::from_millis(20);
 /// Backend reads leave this much room so the records they become fit one pooled buffer.
 const RECORD_SLACK: usize = 128;
 
@@ -105,20 +111,6 @@ fn backend_io(e: io::Error) -> Side {
 const FROM_CLIENT: usize = 0;
 const FROM_BACKEND: usize = 1;
 
-struct Pump<'a> {
-    out: ClientOut<'a>,
-    last_io: Cell<Instant>,
-    /// Per direction: calls off that direction's pending read when the connection goes quiet.
-    cancel: [RefCell<Canceller>; 2],
-    released: Cell<bool>,
-    /// Per direction: bytes have arrived since the connection was last quiet. A direction
-    /// that has not seen any waits for readiness before taking a buffer, so a connection that
-    /// completes its handshake and then sits idle never holds one.
-    hot: [Cell<bool>; 2],
-    pool: &'a BufPool,
-    stats: &'a WorkerStats,
-}
-
 /// Everything a tunnel starts from: the TLS halves, both sockets (read and write halves), and
 /// bytes already read on either side that have not been passed on yet.
 pub struct Tunnel {
@@ -156,9 +148,56 @@ impl Tunnel {
     }
 }
 
+struct Pump<'a> {
+    out: ClientOut<'a>,
+    last_io: Cell<Instant>,
+    /// Per direction: calls off that direction's pending read when the connection goes quiet.
+    cancel: [RefCell<Canceller>; 2],
+    released: Cell<bool>,
+    /// Per direction: bytes have arrived since the connection was last quiet. A direction
+    /// that has not seen any waits for readiness before taking a buffer, so a connection that
+    /// completes its handshake and then sits idle never holds one.
+    hot: [Cell<bool>; 2],
+    /// Per direction: waiting for readiness while holding nothing (so it may be parked).
+    waiting: [Cell<bool>; 2],
+    /// Per direction: finished (its half-close carried through).
+    done: [Cell<bool>; 2],
+    pool: &'a BufPool,
+    stats: &'a WorkerStats,
+}
+
+/// The client → backend direction's state; it outlives the direction's future, which is
+/// dropped while the connection is parked.
+struct ClientSide {
+    rx: Rx,
+    half: Half,
+    to_backend: Half,
+    /// Client ciphertext not yet opened: `buf[start..]`.
+    buf: Option<PoolBuf>,
+    start: usize,
+    early: Vec<u8>,
+}
+
+struct BackendSide {
+    half: Half,
+    early: Vec<u8>,
+}
+
+enum Active {
+    /// Both directions ended (or one failed), or the connection idled out (`None`).
+    Ended(Option<Result<(), Side>>),
+    /// Both directions are quiet: park.
+    Parked,
+}
+
+enum WatchEnd {
+    Idle,
+    Park,
+}
+
 /// Pumps until both directions are done, one side fails, or the connection idles out.
 pub async fn run(
-    t: Tunnel,
+    t: Box<Tunnel>,
     pool: &BufPool,
     idle: Option<Duration>,
     stats: &WorkerStats,
@@ -172,7 +211,7 @@ pub async fn run(
         carry,
         to_backend,
         to_client,
-    } = t;
+    } = *t;
     // Keep both sockets open past the futures below, to choose how each is closed.
     let (client, backend) = (crx.keep(), brx.keep());
     let pump = Pump {
@@ -185,17 +224,36 @@ pub async fn run(
         cancel: Default::default(),
         released: Cell::new(false),
         hot: Default::default(),
+        waiting: Default::default(),
+        done: Default::default(),
         pool,
         stats,
     };
-    let both = try_join(
-        pump.client_to_backend(rx, crx, btx, carry, to_backend),
-        pump.backend_to_client(brx, to_client),
-    );
-    let result = match select(pin!(both), pin!(pump.watch(idle))).await {
-        Either::Left((r, _)) => Some(r),
-        Either::Right(_) => None,
+    let mut c = ClientSide {
+        rx,
+        half: crx,
+        to_backend: btx,
+        buf: carry.buf,
+        start: carry.start,
+        early: to_backend,
     };
+    let mut b = BackendSide {
+        half: brx,
+        early: to_client,
+    };
+    let result = loop {
+        let active = Box::pin(pump.active(&mut c, &mut b, idle));
+        match active.await {
+            Active::Ended(r) => break r,
+            Active::Parked => {}
+        }
+        if !pump.parked(&mut c, &mut b, idle).await {
+            break None;
+        }
+    };
+    if let Some(buf) = c.buf.take() {
+        pool.put(buf);
+    }
     match result {
         Some(Ok(_)) => Outcome::Done,
         None => Outcome::Idle,
@@ -216,24 +274,84 @@ impl Pump<'_> {
         self.released.set(false);
     }
 
-    /// Releases buffers of a quiet connection and returns once it idles out.
-    async fn watch(&self, idle: Option<Duration>) {
+    async fn active(
+        &self,
+        c: &mut ClientSide,
+        b: &mut BackendSide,
+        idle: Option<Duration>,
+    ) -> Active {
+        let dirs = try_join(self.client_to_backend(c), self.backend_to_client(b));
+        match select(pin!(dirs), pin!(self.watch(idle))).await {
+            Either::Left((r, _)) => Active::Ended(Some(r.map(drop))),
+            Either::Right((WatchEnd::Idle, _)) => Active::Ended(None),
+            Either::Right((WatchEnd::Park, _)) => Active::Parked,
+        }
+    }
+
+    /// Parked: waits until either open side has something to read (`true`), or the idle
+    /// timeout (`false`).
+    async fn parked(
+        &self,
+        c: &mut ClientSide,
+        b: &mut BackendSide,
+        idle: Option<Duration>,
+    ) -> bool {
+        let deadline = idle.map(|d| self.last_io.get() + d);
+        let (cdone, bdone) = (self.done[FROM_CLIENT].get(), self.done[FROM_BACKEND].get());
+        let client = async {
+            if cdone {
+                std::future::pending::<()>().await
+            }
+            let _ = c.half.readable().await;
+        };
+        let backend = async {
+            if bdone {
+                std::future::pending::<()>().await
+            }
+            let _ = b.half.readable().await;
+        };
+        let timer = async {
+            match deadline {
+                Some(d) => monoio::time::sleep(d.saturating_duration_since(Instant::now())).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (client, backend, timer) = (pin!(client), pin!(backend), pin!(timer));
+        let either_side = pin!(select(client, backend));
+        let woke = matches!(select(either_side, timer).await, Either::Left(_));
+        if woke {
+            self.touch();
+        }
+        woke
+    }
+
+    /// Whether every direction still open is waiting for readiness and holds nothing.
+    fn parkable(&self) -> bool {
+        (0..2).all(|d| self.done[d].get() || self.waiting[d].get())
+    }
+
+    /// Releases buffers of a quiet connection, parks it, and returns once it idles out.
+    async fn watch(&self, idle: Option<Duration>) -> WatchEnd {
         loop {
             let last = self.last_io.get();
             let now = Instant::now();
             let idle_at = idle.map(|d| last + d);
             if idle_at.is_some_and(|t| now >= t) {
-                return;
+                return WatchEnd::Idle;
+            }
+            if self.released.get() && self.parkable() {
+                return WatchEnd::Park;
             }
             let release_at = last + RELEASE_AFTER;
-            if !self.released.get() && now >= release_at {
+            let next = if !self.released.get() && now >= release_at {
                 for c in &self.cancel {
                     let old = std::mem::take(&mut *c.borrow_mut());
                     *c.borrow_mut() = old.cancel();
                 }
                 self.released.set(true);
-            }
-            let next = if self.released.get() {
+                // Let the directions settle into their readiness waits, then look again.
+                now + PARK_CHECK
+            } else if self.released.get() {
                 now + RECHECK
             } else {
                 release_at
@@ -249,7 +367,10 @@ impl Pump<'_> {
         let mut poll_first = !self.hot[dir].get();
         loop {
             if poll_first {
-                half.readable().await?;
+                self.waiting[dir].set(true);
+                let ready = half.readable().await;
+                self.waiting[dir].set(false);
+                ready?;
             }
             let handle = self.cancel[dir].borrow().handle();
             let buf = self.pool.get();
@@ -274,59 +395,46 @@ impl Pump<'_> {
     }
 
     /// Client records in, plaintext out to the backend.
-    async fn client_to_backend(
-        &self,
-        mut rx: Rx,
-        mut client: Half,
-        mut backend: Half,
-        carry: Carry,
-        early: Vec<u8>,
-    ) -> Result<(), Side> {
-        if !early.is_empty() {
+    async fn client_to_backend(&self, c: &mut ClientSide) -> Result<(), Side> {
+        if self.done[FROM_CLIENT].get() {
+            return Ok(());
+        }
+        if !c.early.is_empty() {
+            let early = std::mem::take(&mut c.early);
             let n = early.len() as u64;
-            let (res, _) = backend.write_all(early).await;
+            let (res, _) = c.to_backend.write_all(early).await;
             res.map_err(backend_io)?;
             self.stats.bytes_to_backend.add(n);
         }
-        let Carry { mut buf, mut start } = carry;
-        let result = self
-            .client_records(&mut rx, &mut client, &mut backend, &mut buf, &mut start)
-            .await;
-        if let Some(b) = buf {
-            self.pool.put(b);
-        }
+        let result = self.client_records(c).await;
         if let Err(Side::Client(Failure::Tls(e))) = &result {
             self.out.send_failure(e).await;
+        }
+        if result.is_ok() {
+            self.done[FROM_CLIENT].set(true);
         }
         result
     }
 
-    async fn client_records(
-        &self,
-        rx: &mut Rx,
-        client: &mut Half,
-        backend: &mut Half,
-        buf: &mut Option<PoolBuf>,
-        start: &mut usize,
-    ) -> Result<(), Side> {
+    async fn client_records(&self, c: &mut ClientSide) -> Result<(), Side> {
         loop {
             // Open every whole record, gathering the plaintext at the front of the buffer.
             let (mut plain_end, mut closed) = (0, false);
-            if let Some(b) = buf.as_mut() {
+            if let Some(b) = c.buf.as_mut() {
                 let len = b.len();
-                while *start < len {
-                    let opened = rx.next(&mut b.space()[*start..len], self.out.control);
+                while c.start < len {
+                    let opened = c.rx.next(&mut b.space()[c.start..len], self.out.control);
                     match opened.map_err(|e| Side::Client(Failure::Tls(e)))? {
                         None => break,
                         Some((n, RxEvent::Data(r))) => {
-                            let r = *start + r.start..*start + r.end;
+                            let r = c.start + r.start..c.start + r.end;
                             b.space().copy_within(r.clone(), plain_end);
                             plain_end += r.len();
-                            *start += n;
+                            c.start += n;
                         }
-                        Some((n, RxEvent::Skip)) => *start += n,
+                        Some((n, RxEvent::Skip)) => c.start += n,
                         Some((n, RxEvent::Closed)) => {
-                            *start += n;
+                            c.start += n;
                             closed = true;
                             break;
                         }
@@ -338,23 +446,23 @@ impl Pump<'_> {
             }
             if plain_end > 0 {
                 // Invariant: plain_end > 0 only after records were opened from `buf`.
-                let b = buf.take().expect("plaintext came from this buffer");
-                let (res, slice) = backend.write_all(b.slice(..plain_end)).await;
-                *buf = Some(slice.into_inner());
+                let b = c.buf.take().expect("plaintext came from this buffer");
+                let (res, slice) = c.to_backend.write_all(b.slice(..plain_end)).await;
+                c.buf = Some(slice.into_inner());
                 res.map_err(backend_io)?;
                 self.stats.bytes_to_backend.add(plain_end as u64);
                 self.touch();
             }
             if closed {
-                let _ = backend.shutdown_write();
+                let _ = c.to_backend.shutdown_write();
                 return Ok(());
             }
             // Keep a partial record at the front of the buffer, or give the buffer back.
-            let partial = match buf.take() {
-                Some(mut b) if *start < b.len() => {
+            let partial = match c.buf.take() {
+                Some(mut b) if c.start < b.len() => {
                     let len = b.len();
-                    b.space().copy_within(*start..len, 0);
-                    b.set_filled(len - *start);
+                    b.space().copy_within(c.start..len, 0);
+                    b.set_filled(len - c.start);
                     Some(b)
                 }
                 Some(b) => {
@@ -363,16 +471,16 @@ impl Pump<'_> {
                 }
                 None => None,
             };
-            *start = 0;
+            c.start = 0;
             let got = match partial {
                 None => {
-                    self.read_pooled(client, FROM_CLIENT, self.pool.size())
+                    self.read_pooled(&mut c.half, FROM_CLIENT, self.pool.size())
                         .await
                 }
                 Some(b) => {
                     let at = b.len();
                     let handle = self.cancel[FROM_CLIENT].borrow().handle();
-                    let (res, slice) = client.cancelable_read(b.slice_mut(at..), handle).await;
+                    let (res, slice) = c.half.cancelable_read(b.slice_mut(at..), handle).await;
                     let b = slice.into_inner();
                     match res {
                         Ok(0) => {
@@ -393,30 +501,36 @@ impl Pump<'_> {
             if b.is_empty() {
                 // FIN (without close_notify, or mid-record): still a half-close to carry.
                 self.pool.put(b);
-                let _ = backend.shutdown_write();
+                let _ = c.to_backend.shutdown_write();
                 return Ok(());
             }
-            *buf = Some(b);
+            c.buf = Some(b);
             self.touch();
         }
     }
 
     /// Backend plaintext in, records out to the client.
-    async fn backend_to_client(&self, mut backend: Half, early: Vec<u8>) -> Result<(), Side> {
-        if !early.is_empty() {
+    async fn backend_to_client(&self, b: &mut BackendSide) -> Result<(), Side> {
+        if self.done[FROM_BACKEND].get() {
+            return Ok(());
+        }
+        if !b.early.is_empty() {
+            let early = std::mem::take(&mut b.early);
             self.out.send(&early).await.map_err(client_side)?;
             self.stats.bytes_to_client.add(early.len() as u64);
         }
         loop {
             let limit = self.pool.size() - RECORD_SLACK;
             let input = self
-                .read_pooled(&mut backend, FROM_BACKEND, limit)
+                .read_pooled(&mut b.half, FROM_BACKEND, limit)
                 .await
                 .map_err(backend_io)?;
             let n = input.len();
             if n == 0 {
                 self.pool.put(input);
-                return self.out.close().await.map_err(client_side);
+                self.out.close().await.map_err(client_side)?;
+                self.done[FROM_BACKEND].set(true);
+                return Ok(());
             }
             self.touch();
             let result = self.out.send(input.filled()).await;
