@@ -158,6 +158,9 @@ pub struct Tuning {
     /// [default: off].
     #[arg(long, value_name = "FILE|-")]
     pub access_log: Option<String>,
+    /// Run as this user once listeners are bound and keys loaded (when started as root).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
     /// More log output (-v debug: one line per connection error, -vv trace).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -190,6 +190,19 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
         }
     };
     let (bound, mut listeners) = bind_all(&cfg.listen, n)?;
+    // Listeners are bound and keys loaded: nothing left needs root.
+    match &cfg.user {
+        Some(user) => {
+            crate::privileges::drop_to(user).map_err(|e| {
+                RunError::Config(format!("--user {}: cannot switch: {e}", user.name))
+            })?;
+            info!(user = %user.name, uid = user.uid, "running as an unprivileged user");
+        }
+        None if crate::privileges::is_root() => {
+            warn!("running as root; --user NAME drops privileges once the listeners are bound")
+        }
+        None => {}
+    }
     let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::new(WorkerStats::default())).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();

@@ -11,6 +11,7 @@ pub mod control;
 pub mod demo;
 pub mod http;
 pub mod logging;
+pub mod privileges;
 pub mod proxy;
 pub mod route;
 pub mod stats;

@@ -139,3 +139,45 @@ fn running_out_of_descriptors_does_not_spin() {
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"alive");
 }
+
+#[test]
+fn user_drops_root_after_binding() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: --user cannot be exercised here");
+        return;
+    }
+    let certs = Certs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let log_s = log.display().to_string();
+    let tern = start_tern(
+        &certs,
+        echo_backend(),
+        &["--user", "nobody", "--access-log", &log_s],
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", tern.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    // Still serving, as nobody.
+    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    let (status, err) = run_tern(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:9",
+        "--pem",
+        &certs.pem.display().to_string(),
+        "--user",
+        "no-such-user-x",
+    ]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("--user no-such-user-x: no such user"), "{err}");
+}

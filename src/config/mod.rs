@@ -43,6 +43,8 @@ pub struct Config {
     pub settings: Settings,
     pub drain_timeout: Duration,
     pub access_log: Option<Arc<AccessLogTarget>>,
+    /// Who to become after binding (`--user`).
+    pub user: Option<crate::privileges::User>,
 }
 
 /// A refusal to start, one line.
@@ -164,14 +166,19 @@ impl Config {
             None => None,
             Some("-") => Some(Arc::new(AccessLogTarget::Stdout)),
             Some(path) => {
-                // Opened here once so a bad path is refused at start-up.
-                std::fs::OpenOptions::new()
+                // Opened once, here: a bad path is refused at start-up, and the workers write
+                // through this descriptor even after --user dropped the rights to open it.
+                let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .map_err(|e| ConfigError(format!("cannot open --access-log {path}: {e}")))?;
-                Some(Arc::new(AccessLogTarget::File(path.into())))
+                Some(Arc::new(AccessLogTarget::File(file)))
             }
+        };
+        let user = match &t.user {
+            None => None,
+            Some(name) => Some(crate::privileges::lookup(name)?),
         };
         let allowed = cpus::allowed()
             .map_err(|e| ConfigError(format!("cannot read this process's CPU set: {e}")))?;
@@ -254,6 +261,7 @@ impl Config {
             },
             drain_timeout: t.drain_timeout,
             access_log,
+            user,
         })
     }
 }

@@ -31,10 +31,10 @@ pub struct Entry<'a> {
     pub duration: Duration,
 }
 
-/// Where lines go: a file opened for appending, or standard output.
+/// Where lines go: a file opened (for appending) at start-up, or standard output.
 #[derive(Debug)]
 pub enum Target {
-    File(std::path::PathBuf),
+    File(std::fs::File),
     Stdout,
 }
 
@@ -47,10 +47,7 @@ impl AccessLog {
     /// Starts this worker's log writer on the current runtime.
     pub fn start(target: &Target) -> std::io::Result<Rc<AccessLog>> {
         let file = match target {
-            Target::File(path) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?,
+            Target::File(file) => file.try_clone()?,
             Target::Stdout => {
                 // A descriptor of our own for stdout, closed with the writer.
                 // SAFETY: dup of fd 1; the new descriptor is owned by the File below.
