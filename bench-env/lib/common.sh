@@ -49,6 +49,8 @@ cleanup() {
 	if ((${#STARTED_PIDS[@]})); then
 		for pid in "${STARTED_PIDS[@]}"; do stop_tree "$pid" 3; done
 	fi
+	# Keep the results, configuration and logs; drop the run's binary copies and scratch files.
+	[[ -n ${RUN_DIR:-} && -d $RUN_DIR ]] && rm -rf "${RUN_DIR:?}/bin" "${RUN_DIR:?}/tmp" "${RUN_DIR:?}/www"
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -106,7 +108,7 @@ treestat() { "$LOADGEN" treestat "$1"; }
 
 # json_get JSON KEY -> value (numbers/strings only; nested keys as a.b)
 json_get() {
-	python3 -c 'import json,sys
+	"$PY" -c 'import json,sys
 v=json.loads(sys.argv[1])
 for k in sys.argv[2].split("."): v=v.get(k) if isinstance(v,dict) else None
 print("" if v is None else v)' "$1" "$2"

@@ -67,6 +67,9 @@ fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> 
     if let Some(master) = &settings.tickets {
         cfg.session_storage = ServerSessionMemoryCache::new(4096);
         cfg.ticketer = Arc::new(tickets::Ticketer::new(master.clone()));
+        // One TLS 1.3 ticket per connection (rustls sends two by default): each costs a seal
+        // and a record, and a client resuming opens one connection per ticket it holds.
+        cfg.send_tls13_tickets = 1;
     } else {
         cfg.session_storage = Arc::new(NoServerSessionStorage {});
         cfg.send_tls13_tickets = 0;

@@ -529,7 +529,27 @@ pub fn idle(a: IdleArgs) -> Result<bool, String> {
     }
     let setup_secs = started.elapsed().as_secs_f64();
     thread::sleep(Duration::from_secs_f64(a.settle));
-    let after = watch(t.watch_pid)?;
+    let mut after = watch(t.watch_pid)?;
+    // Wait (bounded) until the RSS has held still (within 1 % of the growth) for --still s.
+    let still_needed = (a.still / 0.5).ceil() as u32;
+    let settle_until = Instant::now() + Duration::from_secs_f64((a.settle_max - a.settle).max(0.0));
+    let mut still = 0;
+    while let (Some(b), Some(prev)) = (before, after) {
+        if still >= still_needed || Instant::now() >= settle_until {
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+        let now = watch(t.watch_pid)?;
+        let Some(cur) = now else { break };
+        let growth = prev.rss_kb.saturating_sub(b.rss_kb).max(1024) as f64;
+        if (cur.rss_kb as f64 - prev.rss_kb as f64).abs() <= 0.01 * growth {
+            still += 1;
+        } else {
+            still = 0;
+        }
+        after = now;
+    }
+    let settle_secs = started.elapsed().as_secs_f64() - setup_secs;
     let n = established.load(Relaxed);
     let e = errors.load(Relaxed);
     let delta_kb = match (before, after) {
@@ -544,6 +564,7 @@ pub fn idle(a: IdleArgs) -> Result<bool, String> {
         &mut out,
         json!({
             "conns_target": a.conns, "conns": n, "errors": e, "setup_secs": setup_secs,
+            "settle_secs": settle_secs,
             "rss_before_kb": before.map(|s| s.rss_kb), "rss_after_kb": after.map(|s| s.rss_kb),
             "server_procs": after.map(|s| s.procs),
             "rss_delta_kb": delta_kb, "bytes_per_conn": per_conn,

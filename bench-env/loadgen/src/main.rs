@@ -129,9 +129,16 @@ pub struct IdleArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub parallel: usize,
-    /// Seconds to wait after the last connection is up before reading the RSS.
+    /// Least seconds to wait after the last connection is up before reading the RSS.
     #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
+    /// Seconds the server's RSS must hold still (within 1 % of its growth) before it is read:
+    /// allocators give memory back a while after the burst of handshakes, some in steps.
+    #[arg(long, default_value_t = 3.0)]
+    pub still: f64,
+    /// Most seconds to wait for the RSS to hold still.
+    #[arg(long, default_value_t = 20.0)]
+    pub settle_max: f64,
     /// Most seconds to spend opening connections.
     #[arg(long, default_value_t = 120.0)]
     pub max_setup: f64,
