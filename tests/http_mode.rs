@@ -453,3 +453,54 @@ fn an_idempotent_request_is_retried_once_when_a_reused_connection_dies() {
     let r = read_response(&mut c, false).unwrap();
     assert_eq!(r.status, 502);
 }
+
+#[test]
+fn http_1_0_clients_get_keep_alive_when_they_ask() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let tern = start(&certs, &[b.addr], &[]);
+    let mut c = client(&tern, &certs);
+    for _ in 0..3 {
+        send(
+            &mut c,
+            b"GET /n/5 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        );
+        let r = read_response(&mut c, false).unwrap();
+        assert_eq!(r.body, pattern(5, 1));
+        assert_eq!(
+            r.header("connection")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("keep-alive")
+        );
+    }
+    // Without keep-alive, HTTP/1.0 ends after one response.
+    send(&mut c, b"GET /n/5 HTTP/1.0\r\n\r\n");
+    let r = read_response(&mut c, false).unwrap();
+    assert_eq!(r.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn a_chunked_body_over_the_limit_counts_data_not_framing() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let tern = start(&certs, &[b.addr], &["--max-body-bytes", "100"]);
+    // 100 data bytes in 100 one-byte chunks: 600+ bytes on the wire, within the limit.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body.push_str("1\r\nx\r\n");
+    }
+    body.push_str("0\r\n\r\n");
+    let r = once(
+        &tern,
+        &certs,
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.text(), format!("100 {}", 100 * b'x' as u64));
+}

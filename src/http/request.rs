@@ -5,8 +5,8 @@
 use std::ops::Range;
 
 use super::fields::{
-    body_framing, check_line_structure, collect, connection_tokens, head_end, refuse,
-    ConnectionTokens, Field, Framing, HeadError, Name,
+    body_framing, collect, connection_tokens, refuse, scan_head, valid_host, ConnectionTokens,
+    Field, Framing, HeadError, Name,
 };
 
 /// Limits on a request head.
@@ -16,7 +16,7 @@ pub struct Limits {
     pub max_line: usize,
     /// The whole head (431 past it).
     pub max_head: usize,
-    /// Header fields (431 past it).
+    /// Header fields (431 past it; at most 256 are ever parsed).
     pub max_fields: usize,
 }
 
@@ -77,7 +77,8 @@ impl Method {
 /// requests of a connection (its field list keeps its capacity).
 #[derive(Debug, Clone, Default)]
 pub struct RequestHead {
-    /// Bytes of the head, blank line included.
+    /// Bytes of the head, blank line included (and any empty lines before the request line):
+    /// the body, or the next pipelined request, starts here.
     pub len: usize,
     pub method: Option<Method>,
     pub method_at: Range<usize>,
@@ -89,10 +90,16 @@ pub struct RequestHead {
     pub fields: Vec<Field>,
     /// The host the request is for: the authority of an absolute-form target, else Host.
     pub host: Option<Range<usize>>,
+    /// `host` comes from an absolute-form target: the forwarded head carries it as Host
+    /// (RFC 9112 §3.2.2), so the backend cannot route on another name than tern did.
+    pub host_from_target: bool,
     pub framing: Option<Framing>,
+    /// Content-Length came as a list or repeated (same value): forwarded as one field.
+    pub normalize_length: bool,
     pub connection: ConnectionTokens,
     pub expect_continue: bool,
-    /// An upgrade (e.g. WebSocket) is asked for: Connection: upgrade and an Upgrade header.
+    /// An upgrade (e.g. WebSocket) is asked for: Connection: upgrade and an Upgrade header,
+    /// in HTTP/1.1 (an HTTP/1.0 Upgrade is ignored, RFC 9110 §7.8).
     pub upgrade: bool,
 }
 
@@ -112,44 +119,71 @@ impl RequestHead {
     pub fn body(&self) -> Framing {
         self.framing.unwrap_or(Framing::None)
     }
+
+    /// 413 when a declared Content-Length is already over `max_body`, so the request is
+    /// refused before any of it goes to a backend. A chunked body's size is only known as it
+    /// streams: `BodyScanner::with_limit` refuses that one.
+    pub fn check_body_limit(&self, max_body: Option<u64>) -> Result<(), HeadError> {
+        match (self.framing, max_body) {
+            (Some(Framing::Length(n)), Some(max)) if n > max => refuse(413, "body too large"),
+            _ => Ok(()),
+        }
+    }
 }
 
-/// `Ok(false)`: the head is not complete yet; read more and call again.
+/// Field slots parsed at most: a `max_fields` above this is capped to it.
+const FIELD_SLOTS: usize = 256;
+
+/// Parses the request head at the start of `buf`. `Ok(false)`: not complete yet (and within
+/// the limits); read more and call again with the same bytes plus the new ones. `Ok(true)`:
+/// `head` describes `buf[..head.len]`. Errors carry the status to answer; the connection is
+/// closed after answering, since where the next request starts is unknown.
 pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool, HeadError> {
-    // The request line must end within its limit, the head within its own.
-    let line_end = memchr::memchr(b'\n', buf);
-    match line_end {
-        None if buf.len() >= limits.max_line => return refuse(414, "request line too long"),
-        Some(end) if end + 1 > limits.max_line => return refuse(414, "request line too long"),
-        _ => {}
+    // Nothing past the head limit can belong to an acceptable head: never look further.
+    let window = &buf[..buf.len().min(limits.max_head)];
+    let layout = scan_head(window).or_else(|why| refuse(400, why))?;
+    // The request line must end within its limit (414), checked first: a long line is a URI
+    // problem even when it also makes the head too large.
+    let line_len = layout.start_line_end.unwrap_or(window.len()) - layout.start;
+    if line_len > limits.max_line
+        || (layout.start_line_end.is_none() && line_len >= limits.max_line)
+    {
+        return refuse(414, "request line too long");
     }
-    let Some(head_len) = find_head_end(buf) else {
+    if layout.fields > limits.max_fields.min(FIELD_SLOTS) {
+        return refuse(431, "too many header fields");
+    }
+    let (Some(head_len), Some(line_end)) = (layout.end, layout.start_line_end) else {
         if buf.len() >= limits.max_head {
             return refuse(431, "request head too large");
         }
         return Ok(false);
     };
-    if head_len > limits.max_head {
-        return refuse(431, "request head too large");
-    }
     let bytes = &buf[..head_len];
-    check_line_structure(bytes)?;
 
-    let mut storage = [httparse::EMPTY_HEADER; 128];
-    let slots = limits.max_fields.min(storage.len() - 1) + 1;
-    let mut req = httparse::Request::new(&mut storage[..slots]);
-    match req.parse(bytes) {
+    // Uninitialised slots: the parse writes only what it uses, so a large array costs nothing.
+    let mut storage = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); FIELD_SLOTS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        bytes,
+        &mut storage,
+    );
+    match parsed {
         Ok(httparse::Status::Complete(n)) if n == head_len => {}
         Ok(_) => return refuse(400, "malformed request head"),
         Err(httparse::Error::TooManyHeaders) => return refuse(431, "too many header fields"),
-        Err(httparse::Error::Version) => return refuse(505, "HTTP version not supported"),
+        Err(httparse::Error::Version) => {
+            return refuse(
+                version_status(&bytes[layout.start..line_end]),
+                "unsupported HTTP version",
+            )
+        }
         Err(httparse::Error::HeaderName) => return refuse(400, "invalid header name"),
         Err(httparse::Error::HeaderValue) => return refuse(400, "invalid header value"),
         Err(_) => return refuse(400, "malformed request line or header"),
     }
-    if req.headers.len() > limits.max_fields {
-        return refuse(431, "too many header fields");
-    }
+    // httparse hands out subslices of `bytes`, so these differences are offsets within it.
     let offset = |s: &[u8]| s.as_ptr() as usize - bytes.as_ptr() as usize;
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return refuse(400, "malformed request line");
@@ -159,73 +193,105 @@ pub fn parse(buf: &[u8], limits: &Limits, head: &mut RequestHead) -> Result<bool
     head.method_at = offset(method.as_bytes())..offset(method.as_bytes()) + method.len();
     head.target = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
     head.minor = minor;
-    head.line = 0..line_end.map_or(0, |e| e + 1);
+    head.line = layout.start..line_end;
     collect(bytes, req.headers, &mut head.fields)?;
     validate(bytes, head)?;
     Ok(true)
 }
 
-/// The end of the head (after CRLFCRLF), if it has arrived. A bare-LF head must be found
-/// too (to be refused), not waited on until the size limit.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    head_end(buf).or_else(|| memchr::memmem::find(buf, b"\n\n").map(|p| p + 2))
+/// 505 for a well-formed version tern does not speak (`HTTP/2.0`, `HTTP/1.2`), 400 for
+/// something that is no HTTP version at all.
+fn version_status(line: &[u8]) -> u16 {
+    let line = line.strip_suffix(b"\r\n").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            505
+        }
+        _ => 400,
+    }
 }
 
 fn validate(bytes: &[u8], head: &mut RequestHead) -> Result<(), HeadError> {
+    let method = &bytes[head.method_at.clone()];
+    if method == b"CONNECT" {
+        // tern terminates TLS for a site; it is no forward proxy and tunnels nothing by
+        // CONNECT, whatever the target's form (a 2xx would switch the backend connection to
+        // a tunnel that tern would still frame as HTTP).
+        return refuse(405, "CONNECT is not supported");
+    }
     head.connection = connection_tokens(bytes, &mut head.fields);
-    let framing = body_framing(bytes, &head.fields)?;
-    head.framing = match framing {
+    let declared = body_framing(bytes, &head.fields)?;
+    head.normalize_length = declared.normalize_length;
+    head.framing = match declared.framing {
         // A request body cannot be delimited by closing: the last coding must be chunked.
         Some(Framing::Close) => return refuse(400, "Transfer-Encoding without chunked last"),
+        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
         Some(Framing::Chunked) if head.minor == 0 => {
             return refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
         }
         other => other,
     };
 
-    let target = &bytes[head.target.clone()];
-    let method = head.method();
     let mut hosts = head.fields.iter().filter(|f| f.name == Name::Host);
     let host_field = hosts.next().map(|f| f.value.clone());
     if hosts.next().is_some() {
         return refuse(400, "more than one Host");
     }
+    if let Some(h) = &host_field {
+        if !valid_host(&bytes[h.clone()]) {
+            return refuse(400, "invalid Host");
+        }
+    }
     head.host = host_field.clone();
+    head.host_from_target = false;
+    let target = &bytes[head.target.clone()];
     if target.starts_with(b"/") {
         // origin-form
     } else if target == b"*" {
-        if method != Method::Options {
+        if head.method() != Method::Options {
             return refuse(400, "asterisk-form target without OPTIONS");
         }
     } else if let Some(authority) = absolute_form_authority(target) {
+        if !valid_host(authority) {
+            return refuse(400, "invalid authority in the request target");
+        }
         // RFC 9112 §3.2.2: the target's authority wins over Host.
         let start = head.target.start + (authority.as_ptr() as usize - target.as_ptr() as usize);
         head.host = Some(start..start + authority.len());
-    } else if bytes[head.method_at.clone()] == *b"CONNECT" {
-        return refuse(405, "CONNECT is not supported");
+        head.host_from_target = true;
     } else {
+        // authority-form is CONNECT's alone, refused above.
         return refuse(400, "invalid request target");
     }
     if head.minor >= 1 && host_field.is_none() {
         return refuse(400, "missing Host");
     }
-    if head.host.as_ref().is_some_and(|h| h.is_empty()) && head.minor >= 1 {
+    // RFC 9112 allows an empty Host for a target without authority; tern routes by host and
+    // serves named sites only, so it has no use for one.
+    if head.minor >= 1 && head.host.as_ref().is_some_and(|h| h.is_empty()) {
         return refuse(400, "empty Host");
     }
-    head.expect_continue = head.fields.iter().any(|f| {
-        f.name == Name::Expect && bytes[f.value.clone()].eq_ignore_ascii_case(b"100-continue")
-    });
-    head.upgrade = head.connection.upgrade && head.fields.iter().any(|f| f.name == Name::Upgrade);
+    // Both are HTTP/1.1 mechanisms an HTTP/1.0 server must ignore (RFC 9110 §10.1.1, §7.8).
+    head.expect_continue = head.minor >= 1
+        && head.fields.iter().any(|f| {
+            f.name == Name::Expect && bytes[f.value.clone()].eq_ignore_ascii_case(b"100-continue")
+        });
+    head.upgrade = head.minor >= 1
+        && head.connection.upgrade
+        && head.fields.iter().any(|f| f.name == Name::Upgrade);
     Ok(())
 }
 
-/// `http://host[:port]/path` → `host[:port]`.
+/// `http://host[:port]/path` → `host[:port]`; `None` if `target` is not absolute-form with an
+/// http(s) scheme, or carries userinfo (`user@host`), which a request target must not.
 fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
-    let lower_scheme =
-        |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
-    let rest = if lower_scheme(b"http://") {
+    let has_scheme = |s: &[u8]| target.len() > s.len() && target[..s.len()].eq_ignore_ascii_case(s);
+    let rest = if has_scheme(b"http://") {
         &target[7..]
-    } else if lower_scheme(b"https://") {
+    } else if has_scheme(b"https://") {
         &target[8..]
     } else {
         return None;
@@ -235,204 +301,12 @@ fn absolute_form_authority(target: &[u8]) -> Option<&[u8]> {
         .position(|&b| b == b'/' || b == b'?' || b == b'#')
         .unwrap_or(rest.len());
     let authority = &rest[..end];
-    // Strip userinfo, which a request target must not carry.
     if authority.contains(&b'@') {
         return None;
     }
     Some(authority)
 }
 
+// The tests are many (one per rule); they live in `request/tests.rs`.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse_all(text: &str) -> Result<RequestHead, HeadError> {
-        let mut head = RequestHead::default();
-        match parse(text.as_bytes(), &Limits::default(), &mut head)? {
-            true => Ok(head),
-            false => panic!("incomplete: {text:?}"),
-        }
-    }
-
-    fn status(text: &str) -> u16 {
-        match parse_all(text) {
-            Ok(_) => 200,
-            Err(e) => e.status,
-        }
-    }
-
-    #[test]
-    fn a_plain_get() {
-        let text = "GET /a?b=1 HTTP/1.1\r\nHost: Example.com\r\nUser-Agent: t\r\n\r\n";
-        let h = parse_all(text).unwrap();
-        assert_eq!(h.len, text.len());
-        assert_eq!(h.method(), Method::Get);
-        assert_eq!(&text[h.target.clone()], "/a?b=1");
-        assert_eq!(&text[h.host.clone().unwrap()], "Example.com");
-        assert_eq!(h.body(), Framing::None);
-        assert!(h.keep_alive());
-        assert_eq!(&text[h.fields[1].line.clone()], "User-Agent: t\r\n");
-        assert_eq!(&text[h.line.clone()], "GET /a?b=1 HTTP/1.1\r\n");
-    }
-
-    #[test]
-    fn partial_heads_wait_for_more() {
-        let mut h = RequestHead::default();
-        for text in ["", "GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTT"] {
-            assert_eq!(
-                parse(text.as_bytes(), &Limits::default(), &mut h),
-                Ok(false)
-            );
-        }
-    }
-
-    #[test]
-    fn pipelined_bytes_are_not_part_of_the_head() {
-        let text = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n";
-        let h = parse_all(text).unwrap();
-        assert_eq!(&text[h.len..], "GET /2 HTTP/1.1\r\n");
-    }
-
-    #[test]
-    fn framing_of_request_bodies() {
-        let h = parse_all("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n").unwrap();
-        assert_eq!(h.body(), Framing::Length(10));
-        let h = parse_all("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n")
-            .unwrap();
-        assert_eq!(h.body(), Framing::Chunked);
-        let h = parse_all("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n").unwrap();
-        assert_eq!(h.body(), Framing::Length(3));
-    }
-
-    #[test]
-    fn smuggling_vectors_are_refused_with_400() {
-        let base = "POST / HTTP/1.1\r\nHost: a\r\n";
-        for extra in [
-            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
-            "Content-Length: 5\r\nContent-Length: 6\r\n",
-            "Content-Length: 5, 6\r\n",
-            "Content-Length: -1\r\n",
-            "Content-Length: 0x10\r\n",
-            "Content-Length: 1e3\r\n",
-            "Transfer-Encoding: chunked, identity\r\n",
-            "Transfer-Encoding: gzip\r\n",
-            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
-            "X-Folded: a\r\n b\r\n",
-            "Content-Length : 5\r\n",
-            "Content-Length\t: 5\r\n",
-            "X-Nul: a\0b\r\n",
-            "X-Del: a\x7fb\r\n",
-            "Bad Name: x\r\n",
-            "Host: b\r\n",
-        ] {
-            assert_eq!(status(&format!("{base}{extra}\r\n")), 400, "{extra:?}");
-        }
-        assert_eq!(status("POST / HTTP/1.1\nHost: a\r\n\r\n"), 400, "bare LF");
-        assert_eq!(
-            status("POST / HTTP/1.1\r\nHost: a\n\n"),
-            400,
-            "bare LF at the end"
-        );
-        assert_eq!(
-            status("GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n"),
-            400,
-            "no Host"
-        );
-        assert_eq!(
-            status("GET / HTTP/1.0\r\n\r\n"),
-            200,
-            "HTTP/1.0 needs no Host"
-        );
-        assert_eq!(
-            status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            400,
-            "chunked in 1.0"
-        );
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(status("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
-        assert_eq!(status("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-        assert_eq!(status("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 405);
-        assert_eq!(status("GET a/b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-        let text = "GET http://Other.example:8080/x HTTP/1.1\r\nHost: a\r\n\r\n";
-        let h = parse_all(text).unwrap();
-        assert_eq!(&text[h.host.clone().unwrap()], "Other.example:8080");
-        assert_eq!(
-            status("GET http://u@evil/x HTTP/1.1\r\nHost: a\r\n\r\n"),
-            400
-        );
-    }
-
-    #[test]
-    fn versions() {
-        assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
-        assert_eq!(status("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), 505);
-    }
-
-    #[test]
-    fn limits_give_414_and_431() {
-        let limits = Limits {
-            max_line: 64,
-            max_head: 256,
-            max_fields: 4,
-        };
-        let mut h = RequestHead::default();
-        let long_line = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "x".repeat(100));
-        assert_eq!(
-            parse(long_line.as_bytes(), &limits, &mut h)
-                .unwrap_err()
-                .status,
-            414
-        );
-        // Still unfinished but already too long.
-        let partial = format!("GET /{}", "x".repeat(100));
-        assert_eq!(
-            parse(partial.as_bytes(), &limits, &mut h)
-                .unwrap_err()
-                .status,
-            414
-        );
-        let big = format!(
-            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
-            "y".repeat(300)
-        );
-        assert_eq!(
-            parse(big.as_bytes(), &limits, &mut h).unwrap_err().status,
-            431
-        );
-        let growing = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "y".repeat(300));
-        assert_eq!(
-            parse(growing.as_bytes(), &limits, &mut h)
-                .unwrap_err()
-                .status,
-            431
-        );
-        let many = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\n\r\n";
-        assert_eq!(
-            parse(many.as_bytes(), &limits, &mut h).unwrap_err().status,
-            431
-        );
-    }
-
-    #[test]
-    fn connection_semantics() {
-        let h = parse_all("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-        assert!(!h.keep_alive());
-        let h = parse_all("GET / HTTP/1.0\r\n\r\n").unwrap();
-        assert!(!h.keep_alive());
-        let h = parse_all("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
-        assert!(h.keep_alive());
-        let text = "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret, Upgrade\r\nX-Secret: 1\r\nUpgrade: websocket\r\nExpect: 100-continue\r\n\r\n";
-        let h = parse_all(text).unwrap();
-        assert!(h.upgrade && h.expect_continue);
-        let secret = h
-            .fields
-            .iter()
-            .find(|f| &text[f.name_at.clone()] == "X-Secret")
-            .unwrap();
-        assert!(secret.listed_in_connection);
-    }
-}
+mod tests;

@@ -29,6 +29,8 @@ use crate::util::baton::Baton;
 /// What one request needs after its head bytes are gone.
 struct Request {
     method: Method,
+    /// 0 for an HTTP/1.0 client, which needs `Connection: keep-alive` spelled out.
+    minor: u8,
     body: Framing,
     keep_alive: bool,
     upgrade: bool,
@@ -164,6 +166,7 @@ impl Http<'_> {
             let req = Request {
                 method: head.method(),
                 body: head.body(),
+                minor: head.minor,
                 keep_alive: head.keep_alive(),
                 upgrade: head.upgrade,
                 host: head
@@ -411,8 +414,8 @@ impl Http<'_> {
         done: &Cell<bool>,
     ) -> Result<(), u16> {
         let ctx = self.ctx;
-        let mut scanner = BodyScanner::new(req.body);
-        let max = ctx.settings.http.max_body;
+        // The limit counts body data only (not chunk framing): 413 past it.
+        let mut scanner = BodyScanner::with_limit(req.body, ctx.settings.http.max_body);
         let idle = ctx
             .settings
             .idle_timeout
@@ -424,10 +427,7 @@ impl Http<'_> {
                     _ => return Err(400),
                 }
             }
-            let n = scanner.feed(reader.plaintext()).map_err(|_| 400u16)?;
-            if max.is_some_and(|m| scanner.seen > m) {
-                return Err(413);
-            }
+            let n = scanner.feed(reader.plaintext()).map_err(|e| e.status)?;
             if n > 0 {
                 reader
                     .forward(n, backend, &ctx.bufs)
@@ -538,11 +538,11 @@ impl Http<'_> {
             }
             return Exchange::Upgrade { leftover };
         }
-        let close = !req.keep_alive || resp.body() == Framing::Close;
+        let close = !forward::client_keep_alive(req.keep_alive, resp);
         let mut scanner = BodyScanner::new(resp.body());
         // Head and the body bytes already here go out together (one record for small replies).
         let mut staging = Vec::with_capacity(resp.len + 512);
-        forward::response(buf.filled(), resp, close, &mut staging);
+        forward::response_for(buf.filled(), resp, req.minor, !close, &mut staging);
         let mut pending = resp.len;
         let mut bytes_out = 0u64;
         let mut extra = false;
