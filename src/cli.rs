@@ -216,3 +216,21 @@ impl Tuning {
         }
     }
 }
+
+/// Folds a clap error into the one line tern prints: the message and what it names (a missing
+/// flag is on clap's second line), without the usage block and tips.
+pub fn one_line_error(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = line.trim_start_matches("error: ");
+    if line.is_empty() {
+        "bad arguments (try --help)".into()
+    } else {
+        line.into()
+    }
+}

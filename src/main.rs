@@ -22,10 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: clap's first line, without its usage block.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            eprintln!("tern: {}", first.trim_start_matches("error: "));
+            eprintln!("tern: {}", tern::cli::one_line_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };

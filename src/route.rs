@@ -107,7 +107,10 @@ impl Routes {
     }
 
     /// The pool for a request to `host` (normalised) with `path`; `None` if no route covers it.
+    /// `path` is the request target's path as sent; it is matched as [`routing_path`] reads
+    /// it.
     pub fn pick(&self, host: Option<&str>, path: &[u8]) -> Option<usize> {
+        let path = routing_path(path);
         self.routes
             .iter()
             .find(|r| {
@@ -142,6 +145,63 @@ impl Routes {
     }
 }
 
+/// The path a request is routed by: without its query, percent-decoded, `//` merged and `.`
+/// and `..` segments resolved (RFC 3986 §5.2.4), as nginx matches its locations. Backends
+/// resolve `/public/../admin` or `/public/%2e%2e/admin` to `/admin`, so that is where tern
+/// routes it too; the request itself is forwarded as sent. Borrowed when nothing changes.
+pub fn routing_path(target: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    let path = match memchr::memchr2(b'?', b'#', target) {
+        Some(i) => &target[..i],
+        None => target,
+    };
+    let plain =
+        memchr::memchr(b'%', path).is_none() && !path.windows(2).any(|w| w == b"//" || w == b"/.");
+    if plain {
+        return Cow::Borrowed(path);
+    }
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            path[i],
+            path.get(i + 1).copied().and_then(hex),
+            path.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut trailing = false;
+    for seg in decoded.split(|&b| b == b'/') {
+        trailing = matches!(seg, b"" | b"." | b"..");
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for seg in &segments {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if trailing || out.is_empty() {
+        out.push(b'/');
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +232,24 @@ mod tests {
     }
 
     #[test]
+    fn routing_paths() {
+        let r = |p: &[u8]| String::from_utf8(routing_path(p).into_owned()).unwrap();
+        assert!(matches!(
+            routing_path(b"/a/b?x=/../y"),
+            std::borrow::Cow::Borrowed(b"/a/b")
+        ));
+        assert_eq!(r(b"/a/./b/../c"), "/a/c");
+        assert_eq!(r(b"/a/b/.."), "/a/");
+        assert_eq!(r(b"/../../x"), "/x");
+        assert_eq!(r(b"/a//b/"), "/a/b/");
+        assert_eq!(r(b"/%61pi/%2E%2e/v1%2fx"), "/v1/x");
+        assert_eq!(r(b"/a/%zz/%4"), "/a/%zz/%4");
+        assert_eq!(r(b"/.well-known/x"), "/.well-known/x");
+        assert_eq!(r(b"/.."), "/");
+        assert_eq!(r(b"/a?q"), "/a");
+    }
+
+    #[test]
     fn host_normalisation() {
         assert_eq!(normalize_host("Example.COM:443"), "example.com");
         assert_eq!(normalize_host("example.com."), "example.com");
@@ -197,6 +275,10 @@ mod tests {
         assert_eq!(routes.pick_host(Some("shop.example.com")), Some(3));
         assert_eq!(routes.pick_host(Some("x.example.com")), Some(2));
         assert_eq!(routes.pick_host(None), Some(0));
+        // Routed where the backend will resolve the path, not by its spelling.
+        assert_eq!(routes.pick(Some("other.org"), b"/api/../admin"), Some(0));
+        assert_eq!(routes.pick(Some("other.org"), b"/x/%2e%2E/api/v1"), Some(1));
+        assert_eq!(routes.pick(Some("other.org"), b"//api//v1"), Some(1));
         let narrow = Routes::new(vec![route("a.com", "/", 0)]);
         assert_eq!(narrow.pick(Some("b.com"), b"/"), None);
         assert_eq!(narrow.pick(None, b"/"), None);

@@ -62,7 +62,7 @@ pub fn spawn(spec: Spec) -> io::Result<JoinHandle<()>> {
         .spawn(move || thread_main(spec))
 }
 
-fn thread_main(spec: Spec) {
+fn thread_main(mut spec: Spec) {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: spec.cpu }) {
         warn!(
             worker = spec.id,
@@ -93,16 +93,27 @@ fn thread_main(spec: Spec) {
                     Err(e) => last = e,
                 }
             }
-            fail("cannot create the io_uring runtime", last)
+            // The probe at start-up found io_uring usable, but this worker cannot have a ring
+            // (locked-memory limit, ENOMEM): it serves on epoll rather than not at all.
+            warn!(
+                worker = spec.id,
+                "cannot create an io_uring ring ({last}); this worker falls back to the epoll driver"
+            );
+            spec.driver = Driver::Legacy;
+            legacy(spec, ENTRIES, fail)
         }
-        Driver::Legacy => match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .with_entries(ENTRIES)
-            .enable_timer()
-            .build()
-        {
-            Ok(mut rt) => rt.block_on(run(spec, "epoll")),
-            Err(e) => fail("cannot create the epoll runtime", e),
-        },
+        Driver::Legacy => legacy(spec, ENTRIES, fail),
+    }
+}
+
+fn legacy(spec: Spec, entries: u32, fail: impl Fn(&str, io::Error)) {
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .with_entries(entries)
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => rt.block_on(run(spec, "epoll")),
+        Err(e) => fail("cannot create the epoll runtime", e),
     }
 }
 
@@ -174,7 +185,7 @@ async fn run(spec: Spec, setup: &'static str) {
     }
     let access_log = match &spec.access_log {
         None => None,
-        Some(target) => match proxy::accesslog::AccessLog::start(target) {
+        Some(target) => match proxy::accesslog::AccessLog::start(target, spec.id) {
             Ok(log) => Some(log),
             Err(e) => {
                 let _ = spec
@@ -249,6 +260,10 @@ async fn run(spec: Spec, setup: &'static str) {
             open = gate.open.get(),
             "drain timeout: closing the connections still open"
         );
+    }
+    // The last lines of the access log are written before the process exits.
+    if let Some(log) = &ctx.access_log {
+        log.finish();
     }
 }
 

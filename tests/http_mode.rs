@@ -166,6 +166,25 @@ fn expect_100_continue_is_passed_through() {
         r.text(),
         format!("5 {}", b"hello".iter().map(|&b| b as u64).sum::<u64>())
     );
+    // An HTTP/1.0 client is never sent a 1xx (RFC 9110 §15.2): its first line is the answer.
+    let mut c = client(&tern, &certs);
+    send(
+        &mut c,
+        b"POST /upload HTTP/1.0\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    let mut first = String::new();
+    c.read_line(&mut first).unwrap();
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first:?}");
+    let r = read_response(
+        &mut std::io::Cursor::new(format!("{first}{}", {
+            let mut rest = String::new();
+            let _ = c.read_to_string(&mut rest);
+            rest
+        })),
+        false,
+    )
+    .unwrap();
+    assert!(r.text().starts_with("5 "), "{}", r.text());
 }
 
 #[test]
@@ -317,6 +336,61 @@ fn dead_backend_502_then_503_and_slow_backend_504() {
 }
 
 #[test]
+fn the_backend_timeout_counts_from_the_end_of_the_upload() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let tern = start(&certs, &[b.addr], &["--backend-timeout", "400ms"]);
+    let mut c = client(&tern, &certs);
+    send(
+        &mut c,
+        b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3000\r\n\r\n",
+    );
+    // The upload takes longer than the backend timeout; the backend answers as soon as it
+    // has it all.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(350));
+        send(&mut c, &[b'u'; 1000]);
+    }
+    let r = read_response(&mut c, false).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), format!("3000 {}", 3000 * b'u' as u64));
+    // After the upload the timeout still holds.
+    assert_eq!(get(&mut c, "/slow/2000").status, 504);
+}
+
+#[test]
+fn a_head_near_the_limit_is_forwarded_whole_with_the_added_headers() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let tern = start(&certs, &[b.addr], &["--forwarded"]);
+    let mut c = client(&tern, &certs);
+    // Just under the default 32 KiB limit as received; larger than that once tern adds
+    // X-Forwarded-For/-Proto and Forwarded.
+    let pad = 32 * 1024 - 110;
+    let raw = format!(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nCookie: {}\r\nContent-Length: 5\r\n\r\nhello",
+        "c".repeat(pad)
+    );
+    send(&mut c, raw.as_bytes());
+    let seen = read_response(&mut c, false).unwrap();
+    assert_eq!(seen.status, 200);
+    let seen = seen.text();
+    assert!(
+        seen.contains(&format!("Cookie: {}\r\n", "c".repeat(pad))),
+        "cookie cut"
+    );
+    assert!(
+        seen.contains("Content-Length: 5\r\n"),
+        "Content-Length lost"
+    );
+    assert!(seen.contains("X-Forwarded-For: 127.0.0.1\r\n"));
+    assert!(seen.ends_with("\r\n\r\n"), "head not whole");
+    // The body was the body, not a second request; the connection goes on.
+    assert_eq!(get(&mut c, "/name").text(), "A");
+    assert_eq!(b.requests(), ["POST /echo HTTP/1.1", "GET /name HTTP/1.1"]);
+}
+
+#[test]
 fn requests_are_balanced_and_a_refusing_backend_is_skipped() {
     let certs = Certs::new();
     let (a, b, c) = (
@@ -415,24 +489,64 @@ fn an_access_log_line_per_request() {
     let mut c = client(&tern, &certs);
     get(&mut c, "/n/123");
     get(&mut c, "/status/404");
+    // A head refused before it parsed is logged too, with what its request line said.
+    let refused = once(&tern, &certs, b"GET /bare-lf HTTP/1.1\nHost: localhost\n\n");
+    assert_eq!(refused.status, 400);
     let deadline = Instant::now() + WAIT;
     let text = loop {
         let t = std::fs::read_to_string(&log).unwrap_or_default();
-        if t.lines().count() >= 2 || Instant::now() > deadline {
+        if t.lines().count() >= 3 || Instant::now() > deadline {
             break t;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     assert!(
         lines[0].contains("\"GET localhost /n/123\" 200 123 backend="),
+        "{text}"
+    );
+    // Two durations: until the backend's response head, and the whole request.
+    let times: Vec<&str> = lines[0].rsplitn(3, ' ').take(2).collect();
+    assert!(
+        times
+            .iter()
+            .all(|t| t.ends_with("ms") && t.trim_end_matches("ms").parse::<f64>().is_ok()),
         "{text}"
     );
     assert!(
         lines[1].contains("\"GET localhost /status/404\" 404 "),
         "{text}"
     );
+    assert!(
+        lines[2].contains("\"GET - /bare-lf\" 400 0 backend=- -"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_access_log_on_stdout_works_on_the_epoll_driver_and_ends_whole() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let args = tern_args(&certs, b.addr, &["--mode", "http", "--access-log", "-"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut tern = Tern::start_with(&args, &[("MONOIO_FORCE_LEGACY_DRIVER", "1")]);
+    let mut c = client(&tern, &certs);
+    for i in 0..20 {
+        assert_eq!(get(&mut c, &format!("/n/{i}")).status, 200);
+    }
+    drop(c);
+    // Stopped at once: the lines still buffered are written before the process exits.
+    tern.signal(libc::SIGTERM);
+    assert_eq!(tern.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+    let log = tern.log_text();
+    for i in 0..20 {
+        assert!(
+            tern.wait_log(&format!("\"GET localhost /n/{i}\" 200 {i} "), WAIT),
+            "{log}"
+        );
+    }
+    assert!(!log.contains("access log write failed"), "{log}");
 }
 
 #[test]

@@ -141,6 +141,22 @@ fn running_out_of_descriptors_does_not_spin() {
 }
 
 #[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
+    let certs = Certs::new();
+    let args = tern_args(&certs, echo_backend(), &[]);
+    let mut prlimit_args = vec!["--nofile=256:4096", env!("CARGO_BIN_EXE_tern")];
+    prlimit_args.extend(args.iter().map(String::as_str));
+    let tern = Tern::start_program("prlimit", &prlimit_args);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", tern.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(nums, ["4096", "4096"], "{line}");
+}
+
+#[test]
 fn user_drops_root_after_binding() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -69,3 +69,46 @@ fn idle_connections_hold_no_io_buffers() {
     eprintln!("idle connection: {per_conn} bytes of tern RSS");
     drop(conns);
 }
+
+#[test]
+fn a_slow_reader_holds_the_backend_back_instead_of_growing_buffers() {
+    const TOTAL: usize = 512 << 20;
+    let certs = Certs::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A backend that pushes as fast as tern takes it, reporting how much it got rid of.
+    let backend = backend(move |mut s| {
+        let chunk = vec![7u8; 1 << 20];
+        let mut sent = 0;
+        while sent < TOTAL && s.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+            let _ = tx.send(sent);
+        }
+    });
+    let tern = start_tern(&certs, backend, &[]);
+    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
+    let before = rss_kib(tern.pid());
+    // The client reads nothing for a while; at loopback speed an unbounded buffer would have
+    // taken hundreds of MiB by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = rx.try_iter().last().unwrap_or(0);
+    let grown = rss_kib(tern.pid()).saturating_sub(before);
+    // What is in flight is the socket buffers' (a few MiB each way on loopback) plus tern's
+    // per-connection buffers.
+    assert!(
+        sent < 64 << 20,
+        "backend pushed {sent} bytes at a client that reads nothing"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "tern grew by {grown} KiB while its client did not read"
+    );
+    // Once the client reads, the flow resumes.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut got = 0;
+    while got < 128 << 20 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        assert!(buf[..n].iter().all(|&b| b == 7));
+        got += n;
+    }
+}

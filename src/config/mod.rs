@@ -187,6 +187,16 @@ impl Config {
             t.cores.as_ref().map(|c| c.0.as_slice()),
             t.workers,
         )?;
+        // Each worker enforces its own share; a worker with a share of 0 would refuse every
+        // connection the kernel hands it while the others sit idle.
+        if let MaxConns::Limit(n) = t.max_conns {
+            if n < cpus.len() {
+                return Err(ConfigError(format!(
+                    "--max-conns {n}: below the {} workers; each worker needs a share of at least 1",
+                    cpus.len()
+                )));
+            }
+        }
         for (flag, d) in [
             ("--handshake-timeout", t.handshake_timeout),
             ("--connect-timeout", t.connect_timeout),

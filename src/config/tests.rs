@@ -75,6 +75,18 @@ fn clap_refuses_bad_values() {
 }
 
 #[test]
+fn clap_errors_fold_into_one_line_naming_the_flag() {
+    let one = |args: &[&str]| crate::cli::one_line_error(&parse(args).unwrap_err().to_string());
+    let missing = one(&["--cert", "c.pem"]);
+    assert!(!missing.contains('\n'), "{missing}");
+    assert!(missing.contains("--key"), "{missing}");
+    assert!(!missing.contains("Usage"), "{missing}");
+    let bad = one(&["--workers", "two"]);
+    assert!(bad.contains("--workers") && bad.contains("two"), "{bad}");
+    assert!(!bad.starts_with("error:"), "{bad}");
+}
+
+#[test]
 fn defaults() {
     let cli = parse(&[]).unwrap();
     let t = &cli.run.tuning;

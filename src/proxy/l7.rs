@@ -14,7 +14,7 @@ use monoio::buf::IoBufMut;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use super::accesslog::Entry;
+use super::accesslog::{method_name, Entry};
 use super::handshake::Carry;
 use super::pool::{ConnectError, Pool};
 use super::pump::{self, Tunnel};
@@ -29,6 +29,8 @@ use crate::util::baton::Baton;
 /// What one request needs after its head bytes are gone.
 struct Request {
     method: Method,
+    /// The method as sent, for the access log, when it is not one tern knows by name.
+    other_method: Option<String>,
     /// 0 for an HTTP/1.0 client, which needs `Connection: keep-alive` spelled out.
     minor: u8,
     body: Framing,
@@ -65,6 +67,8 @@ struct Http<'a> {
     peer: SocketAddr,
     sni: Option<String>,
     sni_cert: usize,
+    /// When the current request's final response head came from the backend (access log).
+    response_at: Cell<Option<Instant>>,
 }
 
 pub async fn serve(
@@ -104,6 +108,7 @@ pub async fn serve(
         peer,
         sni_cert: ctx.certs.select(info.sni.as_deref()),
         sni: info.sni,
+        response_at: Cell::new(None),
     };
     let upgrade = conn.requests(&mut reader, &mut client_rx).await;
     let Some((backend, leftover)) = upgrade else {
@@ -157,14 +162,18 @@ impl Http<'_> {
                 }
                 HeadRead::Refuse(status, why) => {
                     debug!(peer = %self.peer, status, "http: refused: {why}");
+                    self.log_refused_head(reader.plaintext(), status);
                     self.answer(status).await;
                     return None;
                 }
             }
             let started = Instant::now();
+            self.response_at.set(None);
             let src = reader.plaintext();
             let req = Request {
                 method: head.method(),
+                other_method: (head.method() == Method::Other)
+                    .then(|| String::from_utf8_lossy(&src[head.method_at.clone()]).into_owned()),
                 body: head.body(),
                 minor: head.minor,
                 keep_alive: head.keep_alive(),
@@ -343,14 +352,26 @@ impl Http<'_> {
         // a request that is safe to repeat and has no body goes once more on a new connection.
         let may_retry = reused && req.method.idempotent() && req.body == Framing::None;
 
-        let body_done = Cell::new(req.body == Framing::None);
+        // When the request body was all sent: the backend's time to answer counts from then,
+        // so a long upload is not cut short by --backend-timeout.
+        let body_done = Cell::new((req.body == Framing::None).then(Instant::now));
         let response_started = Cell::new(false);
+        // The rewritten head can be larger than one buffer (forwarding headers added to a
+        // head near --max-header-bytes, an absolute-form target become Host): it goes out in
+        // buffer-sized pieces, all of it, or the backend would read the body as head.
         let head_sent = {
             let mut buf = ctx.bufs.get();
-            let n = head.len().min(buf.capacity());
-            buf.space()[..n].copy_from_slice(&head[..n]);
-            buf.set_filled(n);
-            let (res, buf) = btx.write_all(buf).await;
+            let mut res = Ok(0);
+            for part in head.chunks(buf.capacity()) {
+                buf.space()[..part.len()].copy_from_slice(part);
+                buf.set_filled(part.len());
+                let (r, b) = btx.write_all(buf).await;
+                buf = b;
+                res = r;
+                if res.is_err() {
+                    break;
+                }
+            }
             ctx.bufs.put(buf);
             res
         };
@@ -362,7 +383,14 @@ impl Http<'_> {
         }
         let outcome = {
             let body = pin!(self.request_body(req, reader, client, &mut btx, &body_done));
-            let response = pin!(self.response(req, &mut brx, may_retry, addr, &response_started));
+            let response = pin!(self.response(
+                req,
+                &mut brx,
+                may_retry,
+                addr,
+                &response_started,
+                &body_done
+            ));
             match select(body, response).await {
                 Either::Left((Ok(()), response)) => response.await,
                 Either::Left((Err(status), _)) if !response_started.get() => {
@@ -379,7 +407,7 @@ impl Http<'_> {
             // body cannot be told from a next request, so the connection ends here.
             Exchange::Done {
                 status, bytes_out, ..
-            } if !body_done.get() => Exchange::Done {
+            } if body_done.get().is_none() => Exchange::Done {
                 status,
                 close: true,
                 reuse: false,
@@ -411,7 +439,7 @@ impl Http<'_> {
         reader: &mut TlsReader,
         client: &mut Half,
         backend: &mut Half,
-        done: &Cell<bool>,
+        done: &Cell<Option<Instant>>,
     ) -> Result<(), u16> {
         let ctx = self.ctx;
         // The limit counts body data only (not chunk framing): 413 past it.
@@ -436,7 +464,7 @@ impl Http<'_> {
                 ctx.stats.bytes_to_backend.add(n as u64);
             }
         }
-        done.set(true);
+        done.set(Some(Instant::now()));
         Ok(())
     }
 
@@ -449,25 +477,28 @@ impl Http<'_> {
         may_retry: bool,
         addr: SocketAddr,
         started: &Cell<bool>,
+        body_done: &Cell<Option<Instant>>,
     ) -> Exchange {
         let ctx = self.ctx;
         let pool = &ctx.bufs;
         let mut buf = pool.get();
         let mut resp = ResponseHead::default();
-        let deadline = Instant::now() + ctx.settings.http.backend_timeout;
         let mut sent_any = false;
         let result = loop {
             let parsed = http::response::parse(buf.filled(), req.method == Method::Head, &mut resp);
             match parsed {
                 Ok(true) if resp.is_interim() => {
-                    // 100 Continue, 103 Early Hints: passed on as they come.
-                    let mut head = Vec::new();
-                    forward::response(buf.filled(), &resp, false, &mut head);
-                    started.set(true);
-                    if self.out.send(&head).await.is_err() {
-                        break Exchange::Broken("client gone".into());
+                    // 100 Continue, 103 Early Hints: passed on as they come, except to an
+                    // HTTP/1.0 client, which must not be sent one (RFC 9110 §15.2).
+                    if req.minor > 0 {
+                        let mut head = Vec::new();
+                        forward::response(buf.filled(), &resp, false, &mut head);
+                        started.set(true);
+                        if self.out.send(&head).await.is_err() {
+                            break Exchange::Broken("client gone".into());
+                        }
+                        sent_any = true;
                     }
-                    sent_any = true;
                     let len = buf.len();
                     buf.space().copy_within(resp.len..len, 0);
                     buf.set_filled(len - resp.len);
@@ -475,6 +506,7 @@ impl Http<'_> {
                 }
                 Ok(true) => {
                     started.set(true);
+                    self.response_at.set(Some(Instant::now()));
                     break self.final_response(req, &resp, buf, backend).await;
                 }
                 Ok(false) if buf.len() == buf.capacity() => {
@@ -484,11 +516,14 @@ impl Http<'_> {
                 Err(e) => break refused(e.status, false, format!("{addr}: {}", e.reason)),
             }
             let at = buf.len();
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let read = monoio::time::timeout(wait, backend.read(buf.slice_mut(at..))).await;
-            let (res, slice) = match read {
-                Ok(r) => r,
-                Err(_) => {
+            let read = pin!(backend.read(buf.slice_mut(at..)));
+            let expiry = pin!(backend_deadline(
+                body_done,
+                ctx.settings.http.backend_timeout
+            ));
+            let (res, slice) = match select(read, expiry).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => {
                     return refused(
                         504,
                         false,
@@ -624,15 +659,40 @@ impl Http<'_> {
             log.record(&Entry {
                 client: self.peer,
                 sni: self.sni.as_deref(),
-                method: req.method,
+                method: req
+                    .other_method
+                    .as_deref()
+                    .unwrap_or(method_name(req.method)),
                 host: req.host.as_deref(),
                 path: &req.path,
                 status,
                 bytes_out,
                 backend,
+                backend_time: self.response_at.get().map(|t| t.duration_since(started)),
                 duration: started.elapsed(),
             });
         }
+    }
+
+    /// A head refused before it parsed (400, 408, 414, 431, 505) is logged too, with what its
+    /// request line shows (escaped in the log; it is the client's word, not a parsed request).
+    fn log_refused_head(&self, head: &[u8], status: u16) {
+        let Some(log) = &self.ctx.access_log else {
+            return;
+        };
+        let (method, path) = super::accesslog::request_line_words(head);
+        log.record(&Entry {
+            client: self.peer,
+            sni: self.sni.as_deref(),
+            method: &method,
+            host: None,
+            path: &path,
+            status,
+            bytes_out: 0,
+            backend: None,
+            backend_time: None,
+            duration: Duration::ZERO,
+        });
     }
 }
 
@@ -659,6 +719,19 @@ fn join(halves: (Half, Half)) -> Option<TcpStream> {
     let (a, b) = halves;
     drop(b);
     a.into_stream()
+}
+
+/// Resolves once the backend has had `timeout` since the request body was all sent. While the
+/// body is still streaming it looks again every 100 ms (one timer, only during uploads).
+async fn backend_deadline(body_done: &Cell<Option<Instant>>, timeout: Duration) {
+    loop {
+        if let Some(done) = body_done.get() {
+            let left = (done + timeout).saturating_duration_since(Instant::now());
+            monoio::time::sleep(left).await;
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]
