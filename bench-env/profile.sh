@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# bench-env/profile.sh: where tern's CPU goes, per workload. Two readings:
+#
+#   1. user vs kernel: tern (release, one worker on CPU 0) under tern-loadgen load for a few
+#      seconds; utime and stime of its process from /proc/<pid>/stat before and after. What
+#      the kernel does for tern (TCP, io_uring) is the part no change in tern's own code makes
+#      cheaper.
+#   2. instructions: the same load, shorter, with tern under `valgrind --tool=callgrind`
+#      (perf counters are not available here; callgrind counts instructions reproducibly).
+#      The top functions by self cost are printed with their share of tern's user-space work.
+#
+#   bench-env/profile.sh [--no-callgrind] [--seconds N]
+#
+# Needs what bench-env/run.sh installs (nginx as the backend, openssl, valgrind) and release
+# builds of tern and tern-loadgen (`cargo build --release --workspace`). Uses ports 24443 and
+# 24080 on 127.0.0.1, like run.sh. Output: a table on stdout, callgrind files in
+# bench-env/results/profile-<timestamp>/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TERN=${TERN_BIN:-$ROOT/target/release/tern}
+LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/tern-loadgen}
+SECONDS_RUN=5 CALLGRIND=1
+while (($#)); do
+	case $1 in
+	--no-callgrind) CALLGRIND=0 ;;
+	--seconds) SECONDS_RUN=${2:?} && shift ;;
+	*) echo "profile.sh: unknown argument $1" >&2 && exit 2 ;;
+	esac
+	shift
+done
+for c in nginx openssl taskset curl; do command -v $c >/dev/null || { echo "profile.sh: $c is needed" >&2; exit 2; }; done
+((CALLGRIND)) && { command -v valgrind >/dev/null || { echo "profile.sh: valgrind is needed (or --no-callgrind)" >&2; exit 2; }; }
+[[ -x $TERN && -x $LOADGEN ]] || { echo "profile.sh: build first: cargo build --release --workspace" >&2; exit 2; }
+
+OUT=$ROOT/bench-env/results/profile-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT/www" "$OUT/tmp"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+	-addext subjectAltName=DNS:localhost -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+head -c 1048576 /dev/zero | tr '\0' a >"$OUT/www/1m"
+cat >"$OUT/backend.conf" <<EOF
+worker_processes 1; daemon off; pid $OUT/tmp/nginx.pid; error_log $OUT/backend-error.log warn;
+events { worker_connections 4096; }
+http { access_log off; sendfile off; output_buffers 2 256k; keepalive_requests 10000000;
+  client_body_temp_path $OUT/tmp/body; proxy_temp_path $OUT/tmp/proxy; fastcgi_temp_path $OUT/tmp/f;
+  uwsgi_temp_path $OUT/tmp/u; scgi_temp_path $OUT/tmp/s;
+  server { listen 127.0.0.1:24080; root $OUT/www;
+    location = / { return 200 "tern bench-env backend: a small response of about one hundred bytes, ok.\n"; }
+    location = /1m { } } }
+EOF
+taskset -c 1 nginx -c "$OUT/backend.conf" -e "$OUT/backend-error.log" &
+PIDS+=($!)
+
+wait_port() { for _ in $(seq 300); do ss -Htln "sport = :$1" | grep -q . && return 0; sleep 0.1; done; return 1; }
+wait_port 24080 || { echo "backend did not start" >&2; exit 1; }
+
+# tern's own process: utime stime (ticks) from /proc/PID/stat.
+ticks() { awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat"; }
+
+# start_tern MODE TICKETS [WRAPPER...]: sets TERN_PID.
+start_tern() {
+	local mode=$1 tickets=$2
+	shift 2
+	taskset -c 0 "$@" "$TERN" --listen 127.0.0.1:24443 --cert "$OUT/cert.pem" --key "$OUT/key.pem" \
+		--backend 127.0.0.1:24080 --mode "$mode" --workers 1 --cores 0 --tickets "$tickets" \
+		--idle-timeout 600s -q 2>>"$OUT/tern.log" &
+	TERN_PID=$!
+	wait_port 24443 || { echo "tern did not start (see $OUT/tern.log)" >&2; exit 1; }
+}
+stop_tern() { kill -TERM "$TERN_PID"; wait "$TERN_PID" 2>/dev/null || true; }
+
+# Workloads as bench-env/run.sh runs them.
+declare -A ARGS=(
+	[hs]="--reqs-per-conn 1 --conns 32"
+	[keepalive]="--conns 16"
+	[bulk-down]="--conns 4 --path /1m"
+)
+declare -A TICKETS=([hs]=off [keepalive]=on [bulk-down]=on)
+WORKLOADS=(hs keepalive bulk-down)
+
+load() { # SECONDS ARGS...
+	local s=$1
+	shift
+	# shellcheck disable=SC2068
+	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup 0.5 --duration "$s" $@ 2>/dev/null
+}
+
+echo "| mode | workload | rate | tern CPU | user | kernel |"
+echo "|---|---|---|---|---|---|"
+for mode in tcp http; do
+	for wl in "${WORKLOADS[@]}"; do
+		start_tern "$mode" "${TICKETS[$wl]}"
+		load 0.5 ${ARGS[$wl]} >/dev/null
+		read -r u0 s0 < <(ticks "$TERN_PID")
+		t0=$(date +%s.%N)
+		json=$(load "$SECONDS_RUN" ${ARGS[$wl]})
+		read -r u1 s1 < <(ticks "$TERN_PID")
+		t1=$(date +%s.%N)
+		stop_tern
+		python3 - "$mode" "$wl" "$u0" "$s0" "$u1" "$s1" "$t0" "$t1" "$json" <<'PY'
+import json, os, sys
+mode, wl = sys.argv[1:3]
+u0, s0, u1, s1 = map(int, sys.argv[3:7])
+t0, t1 = map(float, sys.argv[7:9])
+r = json.loads(sys.argv[9])
+hz = os.sysconf("SC_CLK_TCK")
+u, s = (u1 - u0) / hz, (s1 - s0) / hz
+rate = r.get("hps") if wl == "hs" else (r.get("mib_in_s") if wl == "bulk-down" else r.get("rps"))
+unit = {"hs": "handshakes/s", "keepalive": "req/s", "bulk-down": "MiB/s"}[wl]
+print(f"| {mode} | {wl} | {rate:,.0f} {unit} | {(u + s) / (t1 - t0):.2f} | {100 * u / (u + s):.0f} % | {100 * s / (u + s):.0f} % |")
+PY
+	done
+done
+
+((CALLGRIND)) || exit 0
+echo
+# Start-up is counted by callgrind too (at its first handshake aws-lc seeds its random
+# generator with jitterentropy, ~0.4 G instructions once): start-up plus one request are
+# measured alone first and subtracted; jitterentropy's functions are left out of the lists.
+# valgrind's CPU hides some instruction sets (aws-lc then takes its portable "_alt" X25519 and
+# AVX instead of SHA-NI SHA-256), so crypto counts here are above what runs natively.
+cg_total() { callgrind_annotate --auto=no "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
+start_tern tcp off valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.startup" --dump-instr=no
+# One request: the first handshake seeds the random generator.
+curl -sk --max-time 60 -o /dev/null https://127.0.0.1:24443/ || true
+stop_tern
+STARTUP=$(cg_total "$OUT/callgrind.startup")
+echo "start-up and stop alone: $STARTUP instructions"
+echo
+for run in tcp:hs tcp:keepalive tcp:bulk-down http:keepalive; do
+	mode=${run%%:*} wl=${run#*:}
+	f=$OUT/callgrind.$mode.$wl
+	start_tern "$mode" "${TICKETS[$wl]}" valgrind --tool=callgrind --callgrind-out-file="$f" --dump-instr=no
+	json=$(load "$SECONDS_RUN" ${ARGS[$wl]})
+	stop_tern
+	echo "### $mode / $wl"
+	python3 - "$wl" "$(cg_total "$f")" "$STARTUP" "$json" <<'PY'
+import json, sys
+wl, total, startup, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+if wl == "bulk-down":
+    n, what = r["bytes_in"] / 2**20, "MiB"
+elif wl == "hs":
+    n, what = r["handshakes"], "handshake"
+else:
+    n, what = r["requests"], "request"
+work = total - startup
+print(f"{work:,} user-space instructions (start-up subtracted) for {n:,.0f} x {what}: {work / max(n, 1):,.0f} per {what}")
+print(f"top functions by self cost, % of all {total:,} counted (start-up included):")
+PY
+	callgrind_annotate --threshold=95 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ \(' |
+		grep -v -e jitterentropy -e 'PROGRAM TOTALS' | head -n 20 |
+		sed -E 's# \[[^]]*\]$##; s#/[^ ]*/(registry/src/[^/]*|rustc/[0-9a-f]*|aws-lc)/##' || true
+	echo
+done
+echo "callgrind files: $OUT"
