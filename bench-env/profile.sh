@@ -9,7 +9,11 @@
 #      (perf counters are not available here; callgrind counts instructions reproducibly).
 #      The top functions by self cost are printed with their share of tern's user-space work.
 #
-#   bench-env/profile.sh [--no-callgrind] [--seconds N]
+#   bench-env/profile.sh [--no-callgrind] [--no-split] [--seconds N] [--runs MODE:WORKLOAD,..]
+#
+# --runs picks the callgrind runs (default tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive);
+# workloads are hs, keepalive and bulk-down. TERN_BIN=/path/tern profiles another binary, so
+# two builds can be compared instruction for instruction.
 #
 # Needs what bench-env/run.sh installs (nginx as the backend, openssl, valgrind) and release
 # builds of tern and tern-loadgen (`cargo build --release --workspace`). Uses ports 24443 and
@@ -19,10 +23,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TERN=${TERN_BIN:-$ROOT/target/release/tern}
 LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/tern-loadgen}
-SECONDS_RUN=5 CALLGRIND=1
+SECONDS_RUN=5 CALLGRIND=1 SPLIT=1 RUNS=tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive
 while (($#)); do
 	case $1 in
 	--no-callgrind) CALLGRIND=0 ;;
+	--no-split) SPLIT=0 ;;
+	--runs) RUNS=${2:?} && shift ;;
 	--seconds) SECONDS_RUN=${2:?} && shift ;;
 	*) echo "profile.sh: unknown argument $1" >&2 && exit 2 ;;
 	esac
@@ -88,6 +94,7 @@ load() { # SECONDS ARGS...
 	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup 0.5 --duration "$s" $@ 2>/dev/null
 }
 
+if ((SPLIT)); then
 echo "| mode | workload | rate | tern CPU | user | kernel |"
 echo "|---|---|---|---|---|---|"
 for mode in tcp http; do
@@ -114,6 +121,7 @@ print(f"| {mode} | {wl} | {rate:,.0f} {unit} | {(u + s) / (t1 - t0):.2f} | {100 
 PY
 	done
 done
+fi
 
 ((CALLGRIND)) || exit 0
 echo
@@ -130,7 +138,7 @@ stop_tern
 STARTUP=$(cg_total "$OUT/callgrind.startup")
 echo "start-up and stop alone: $STARTUP instructions"
 echo
-for run in tcp:hs tcp:keepalive tcp:bulk-down http:keepalive; do
+for run in ${RUNS//,/ }; do
 	mode=${run%%:*} wl=${run#*:}
 	f=$OUT/callgrind.$mode.$wl
 	start_tern "$mode" "${TICKETS[$wl]}" valgrind --tool=callgrind --callgrind-out-file="$f" --dump-instr=no

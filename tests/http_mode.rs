@@ -323,6 +323,32 @@ fn a_slow_request_head_gets_408_in_time() {
 }
 
 #[test]
+fn a_trickled_tls_record_gets_408_in_time_too() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let tern = start(&certs, &[b.addr], &["--header-timeout", "500ms"]);
+    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
+    // A whole request sealed into one record, of which all but the last bytes are sent:
+    // tern has ciphertext but no plaintext yet.
+    s.conn
+        .writer()
+        .write_all(b"GET /name HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut record = Vec::new();
+    s.conn.write_tls(&mut record).unwrap();
+    s.sock.write_all(&record[..record.len() - 5]).unwrap();
+    let started = Instant::now();
+    let r = read_response(&mut BufReader::new(s), false).unwrap();
+    assert_eq!(r.status, 408);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(b.requests().is_empty());
+}
+
+#[test]
 fn dead_backend_502_then_503_and_slow_backend_504() {
     let certs = Certs::new();
     let tern = start(&certs, &[dead_addr()], &[]);

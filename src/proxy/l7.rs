@@ -282,6 +282,8 @@ impl Http<'_> {
 
     /// Waits for a whole request head: silence before its first byte is the idle timeout (the
     /// connection just closes); after it, the head must be complete within the header timeout.
+    /// The first byte is the first byte of ciphertext, so a client that trickles an incomplete
+    /// TLS record gets its 408 as one that trickles a head does.
     async fn read_head(
         &self,
         reader: &mut TlsReader,
@@ -290,7 +292,17 @@ impl Http<'_> {
     ) -> HeadRead {
         let s = &self.ctx.settings;
         let mut deadline: Option<Instant> = None;
+        let idle = s.idle_timeout.unwrap_or(Duration::from_secs(24 * 3600));
         loop {
+            if deadline.is_none() && reader.plaintext().is_empty() && !reader.finished() {
+                match monoio::time::timeout(idle, reader.first_bytes(client, &self.ctx.bufs)).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return HeadRead::Failed(e),
+                    Err(_) => return HeadRead::Gone,
+                }
+                deadline = Some(Instant::now() + s.http.header_timeout);
+            }
             if !reader.plaintext().is_empty() {
                 match http::request::parse(reader.plaintext(), &s.http.limits, head) {
                     Ok(true) => return HeadRead::Ready,
@@ -303,7 +315,7 @@ impl Http<'_> {
             }
             let wait = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
-                None => s.idle_timeout.unwrap_or(Duration::from_secs(24 * 3600)),
+                None => idle,
             };
             match monoio::time::timeout(wait, reader.fill(client, &self.out)).await {
                 Ok(Ok(0)) => {

@@ -295,6 +295,20 @@ impl TlsReader {
         Ok(added)
     }
 
+    /// Returns once some ciphertext is here (read now, or still unopened from before), or the
+    /// client has closed: the first bytes of a request, which start its header timeout even
+    /// while the record they belong to is incomplete.
+    pub async fn first_bytes(
+        &mut self,
+        client: &mut Half,
+        pool: &BufPool,
+    ) -> Result<(), ClientError> {
+        if self.finished || self.cipher.as_ref().is_some_and(|c| self.cstart < c.len()) {
+            return Ok(());
+        }
+        self.read_more(client, pool).await
+    }
+
     /// Reads more ciphertext. With nothing pending, waits for readiness before taking a
     /// buffer, so a keep-alive connection between requests holds none.
     async fn read_more(&mut self, client: &mut Half, pool: &BufPool) -> Result<(), ClientError> {
