@@ -62,6 +62,9 @@ pub fn spawn(spec: Spec) -> io::Result<JoinHandle<()>> {
         .spawn(move || thread_main(spec))
 }
 
+/// Ring size: enough submission slots for bursts of accepts and I/O on many connections.
+const ENTRIES: u32 = 4096;
+
 fn thread_main(mut spec: Spec) {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: spec.cpu }) {
         warn!(
@@ -75,8 +78,6 @@ fn thread_main(mut spec: Spec) {
     let fail = |what: &str, e: io::Error| {
         let _ = ready.send(Err(format!("worker {id}: {what}: {e}")));
     };
-    // Ring size: enough submission slots for bursts of accepts and I/O on many connections.
-    const ENTRIES: u32 = 4096;
     match spec.driver {
         Driver::IoUring => {
             let mut last = io::Error::other("no io_uring set-up tried");
@@ -100,15 +101,15 @@ fn thread_main(mut spec: Spec) {
                 "cannot create an io_uring ring ({last}); this worker falls back to the epoll driver"
             );
             spec.driver = Driver::Legacy;
-            legacy(spec, ENTRIES, fail)
+            legacy(spec, fail)
         }
-        Driver::Legacy => legacy(spec, ENTRIES, fail),
+        Driver::Legacy => legacy(spec, fail),
     }
 }
 
-fn legacy(spec: Spec, entries: u32, fail: impl Fn(&str, io::Error)) {
+fn legacy(spec: Spec, fail: impl Fn(&str, io::Error)) {
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .with_entries(entries)
+        .with_entries(ENTRIES)
         .enable_timer()
         .build()
     {
