@@ -31,11 +31,14 @@ fn setup(alg: &'static rcgen::SignatureAlgorithm, group: &'static dyn SupportedK
         &tls::provider(),
     )
     .unwrap();
-    let server = ServerTls::new(&TlsSettings {
-        certs: Arc::new(certs::CertStore::single(ck)),
-        alpn: vec![],
-        tickets: None,
-    })
+    let server = ServerTls::new(
+        &TlsSettings {
+            certs: Arc::new(certs::CertStore::single(ck)),
+            alpn: vec![],
+            tickets: None,
+        },
+        None,
+    )
     .unwrap();
     let mut roots = RootCertStore::empty();
     roots

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::proxy::pool::Balance;
+use crate::backend::pool::Balance;
 use crate::util::{cpus, duration, size};
 
 #[derive(Parser, Debug)]

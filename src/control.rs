@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::MaxConns;
 use crate::config::Config;
+use crate::generation::Generation;
 use crate::stats::{Totals, WorkerStats};
 use crate::worker::{self, Control, Driver};
 
@@ -176,9 +177,17 @@ fn bind_all(
     Ok((bound, per_worker))
 }
 
-/// Runs tern until it is told to stop. `on_ready` sees the bound addresses once every worker
-/// serves (the demo prints its curl line there).
-pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunError> {
+/// Builds the generation a reload puts in service from the one in service now (re-reading
+/// files), or says in one line why it cannot.
+pub type Reloader<'a> = dyn FnMut(&Generation) -> Result<Generation, String> + 'a;
+
+/// Runs tern until it is told to stop. `reload` is called on SIGHUP; `on_ready` sees the bound
+/// addresses once every worker serves (the demo prints its curl line there).
+pub fn run(
+    cfg: Config,
+    reload: &mut Reloader<'_>,
+    on_ready: impl FnOnce(&[SocketAddr]),
+) -> Result<(), RunError> {
     let nofile = raise_nofile_limit();
     let total = max_conns(cfg.max_conns, nofile);
     let n = cfg.cpus.len();
@@ -189,7 +198,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
             Driver::Legacy
         }
     };
-    let (bound, mut listeners) = bind_all(&cfg.listen, n)?;
+    let (bound, mut listeners) = bind_all(&cfg.generation.listen, n)?;
     // Listeners are bound and keys loaded: nothing left needs root.
     match &cfg.user {
         Some(user) => {
@@ -215,9 +224,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
             cpu,
             driver,
             listeners: std::mem::take(&mut listeners[id]),
-            tls: cfg.tls.clone(),
-            pools: cfg.pools.clone(),
-            routes: cfg.routes.clone(),
+            generation: cfg.generation.clone(),
             settings: cfg.settings.clone(),
             max_conns: share,
             drain_timeout: cfg.drain_timeout,
@@ -253,12 +260,18 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
     for addr in &bound {
         info!("listening on {addr}");
     }
-    for pool in cfg.pools.iter() {
+    for pool in cfg.generation.pools.iter() {
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
     on_ready(&bound);
-    supervise(handles, &controls, &stats, cfg.drain_timeout)
+    let state = Supervisor {
+        controls,
+        stats,
+        drain_timeout: cfg.drain_timeout,
+        generation: cfg.generation.clone(),
+    };
+    state.supervise(handles, reload)
 }
 
 fn stop_all(controls: &[flume::Sender<Control>]) {
@@ -267,64 +280,144 @@ fn stop_all(controls: &[flume::Sender<Control>]) {
     }
 }
 
-fn supervise(
-    handles: Vec<JoinHandle<()>>,
-    controls: &[flume::Sender<Control>],
-    stats: &[Arc<WorkerStats>],
+/// What the control thread keeps once the workers run.
+struct Supervisor {
+    controls: Vec<flume::Sender<Control>>,
+    stats: Vec<Arc<WorkerStats>>,
     drain_timeout: Duration,
-) -> Result<(), RunError> {
-    let mut draining = false;
-    let mut failed = false;
-    loop {
-        if let Some(sig) = wait_signal(Duration::from_millis(200)) {
-            match sig {
-                libc::SIGHUP => warn!("SIGHUP: configuration reload is not supported yet; ignored"),
-                _ if draining => {
-                    warn!("second signal: exiting now without waiting for open connections");
-                    std::process::exit(1);
-                }
-                _ => {
-                    let open = Totals::sum(stats.iter().map(|s| &**s)).open;
-                    info!(
-                        open,
-                        "signal {sig}: no longer accepting; draining for up to {}",
-                        crate::util::duration::show(drain_timeout)
-                    );
-                    draining = true;
-                    stop_all(controls);
+    /// The generation in service.
+    generation: Arc<Generation>,
+}
+
+impl Supervisor {
+    fn supervise(
+        mut self,
+        handles: Vec<JoinHandle<()>>,
+        reload: &mut Reloader<'_>,
+    ) -> Result<(), RunError> {
+        let mut draining = false;
+        let mut failed = false;
+        loop {
+            if let Some(sig) = wait_signal(Duration::from_millis(200)) {
+                match sig {
+                    libc::SIGHUP if !draining => self.reload(reload),
+                    libc::SIGHUP => {}
+                    _ if draining => {
+                        warn!("second signal: exiting now without waiting for open connections");
+                        std::process::exit(1);
+                    }
+                    _ => {
+                        let open = Totals::sum(self.stats.iter().map(|s| &**s)).open;
+                        info!(
+                            open,
+                            "signal {sig}: no longer accepting; draining for up to {}",
+                            crate::util::duration::show(self.drain_timeout)
+                        );
+                        draining = true;
+                        stop_all(&self.controls);
+                    }
                 }
             }
+            if handles.iter().all(|h| h.is_finished()) {
+                break;
+            }
+            if !draining && handles.iter().any(|h| h.is_finished()) {
+                error!("a worker stopped unexpectedly; shutting down");
+                failed = true;
+                draining = true;
+                stop_all(&self.controls);
+            }
         }
-        if handles.iter().all(|h| h.is_finished()) {
-            break;
+        for h in handles {
+            if h.join().is_err() {
+                failed = true;
+            }
         }
-        if !draining && handles.iter().any(|h| h.is_finished()) {
-            error!("a worker stopped unexpectedly; shutting down");
-            failed = true;
-            draining = true;
-            stop_all(controls);
+        let t = Totals::sum(self.stats.iter().map(|s| &**s));
+        info!(
+            accepted = t.accepted,
+            handshakes_ok = t.handshakes_ok,
+            handshakes_failed = t.handshakes_failed,
+            refused_at_limit = t.refused_at_limit,
+            backend_connect_failures = t.backend_connect_failures,
+            bytes_to_backend = t.bytes_to_backend,
+            bytes_to_client = t.bytes_to_client,
+            "stopped"
+        );
+        if failed {
+            return Err(RunError::Runtime("a worker failed".into()));
         }
+        Ok(())
     }
-    for h in handles {
-        if h.join().is_err() {
-            failed = true;
+
+    /// SIGHUP: build and check the next generation, then hand it to every worker. A generation
+    /// that fails its checks is not sent: the one in service stays, and one line says why.
+    fn reload(&mut self, reload: &mut Reloader<'_>) {
+        let started = std::time::Instant::now();
+        info!("SIGHUP: reloading certificates and configuration");
+        let next = match reload(&self.generation) {
+            Ok(g) => g,
+            Err(e) => {
+                error!(
+                    "reload failed, still serving generation {}: {e}",
+                    self.generation.id
+                );
+                return;
+            }
+        };
+        if next.listen != self.generation.listen {
+            warn!(
+                "reload: the listen addresses changed; listeners are bound at start only, so \
+                 the old ones stay (restart or upgrade the binary to change them)"
+            );
         }
+        // Checked here once, so that no worker is sent a generation it cannot serve.
+        if let Err(e) = crate::tls::ServerTls::new(&next.tls, None) {
+            error!(
+                "reload failed, still serving generation {}: tls: {e}",
+                self.generation.id
+            );
+            return;
+        }
+        let next = Arc::new(next);
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let mut sent = 0;
+        for c in &self.controls {
+            if c.send_timeout(
+                Control::Reload(next.clone(), ack_tx.clone()),
+                Duration::from_secs(5),
+            )
+            .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        drop(ack_tx);
+        let mut switched = 0;
+        for _ in 0..sent {
+            match ack_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok((_, Ok(()))) => switched += 1,
+                Ok((id, Err(e))) => error!(worker = id, "reload: {e}"),
+                Err(_) => break,
+            }
+        }
+        if switched == self.controls.len() {
+            info!(
+                generation = next.id,
+                certificates = next.tls.certs.len(),
+                pools = next.pools.len(),
+                "reloaded in {} ms",
+                started.elapsed().as_millis()
+            );
+        } else {
+            error!(
+                generation = next.id,
+                "reload reached {switched} of {} workers",
+                self.controls.len()
+            );
+        }
+        self.generation = next;
     }
-    let t = Totals::sum(stats.iter().map(|s| &**s));
-    info!(
-        accepted = t.accepted,
-        handshakes_ok = t.handshakes_ok,
-        handshakes_failed = t.handshakes_failed,
-        refused_at_limit = t.refused_at_limit,
-        backend_connect_failures = t.backend_connect_failures,
-        bytes_to_backend = t.bytes_to_backend,
-        bytes_to_client = t.bytes_to_client,
-        "stopped"
-    );
-    if failed {
-        return Err(RunError::Runtime("a worker failed".into()));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,13 +2,16 @@
 //!
 //! Layers, each importing only those below it: `cli`/`config` (arguments → checked config),
 //! `control` (threads, signals), `worker` (pinned runtime, listeners, limits, drain), `proxy`
-//! (per-connection loops), and the sans-IO `tls` and `http` layers; `stats` and `util` are
-//! leaves any layer may use.
+//! (per-connection loops), `backend` (pools, balancing, health), the immutable `generation` a
+//! reload replaces, and the sans-IO `tls` and `http` layers; `stats` and `util` are leaves any
+//! layer may use.
 
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod generation;
 pub mod http;
 pub mod logging;
 pub mod privileges;

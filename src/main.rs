@@ -49,9 +49,16 @@ fn main() -> ExitCode {
         }
         None => {
             tern::logging::init(cli.run.tuning.verbosity());
-            Config::from_args(&cli.run)
+            let args = &cli.run;
+            Config::from_args(args)
                 .map_err(|e| RunError::Config(e.0))
-                .and_then(|cfg| control::run(cfg, |_| {}))
+                .and_then(|cfg| {
+                    control::run(
+                        cfg,
+                        &mut |current| Config::reload(args, current).map_err(|e| e.0),
+                        |_| {},
+                    )
+                })
         }
     };
     match result {

@@ -2,7 +2,7 @@
 //! own SO_REUSEPORT listener on every address, its own connections and counters. The control
 //! thread talks to it only by message.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,18 +13,22 @@ use futures_util::FutureExt;
 use monoio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::proxy::pool::{Pool, PoolSpec};
-use crate::proxy::{self, ProxyCtx, Settings};
-use crate::route::Routes;
+use crate::generation::Generation;
+use crate::proxy::{self, ProxyCtx, Settings, WorkerParts};
 use crate::stats::WorkerStats;
-use crate::tls::{ServerTls, TlsSettings};
 use crate::util::latch::Latch;
 
 /// Messages from the control thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Control {
     /// Stop accepting; let open connections finish within the drain timeout, then exit.
     Drain,
+    /// Serve new connections from this generation; open ones keep theirs. The worker answers
+    /// on the sender with its id and whether it switched.
+    Reload(
+        Arc<Generation>,
+        std::sync::mpsc::Sender<(usize, Result<(), String>)>,
+    ),
 }
 
 /// Which I/O driver a worker runs on.
@@ -41,9 +45,7 @@ pub struct Spec {
     pub cpu: usize,
     pub driver: Driver,
     pub listeners: Vec<std::net::TcpListener>,
-    pub tls: Arc<TlsSettings>,
-    pub pools: Arc<[PoolSpec]>,
-    pub routes: Arc<Routes>,
+    pub generation: Arc<Generation>,
     pub settings: Settings,
     /// This worker's share of `--max-conns`.
     pub max_conns: usize,
@@ -163,74 +165,54 @@ impl Drop for Slot {
 }
 
 async fn run(spec: Spec, setup: &'static str) {
-    let tls = match ServerTls::new(&spec.tls) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = spec
-                .ready
-                .send(Err(format!("worker {}: tls config: {e}", spec.id)));
-            return;
-        }
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        let _ = spec
+            .ready
+            .send(Err(format!("worker {}: {what}: {e}", spec.id)));
     };
     let mut listeners = Vec::new();
     for l in spec.listeners {
         match TcpListener::from_std(l) {
             Ok(l) => listeners.push(l),
-            Err(e) => {
-                let _ = spec
-                    .ready
-                    .send(Err(format!("worker {}: listener: {e}", spec.id)));
-                return;
-            }
+            Err(e) => return fail("listener", &e),
         }
     }
     let access_log = match &spec.access_log {
         None => None,
         Some(target) => match proxy::accesslog::AccessLog::start(target, spec.id) {
             Ok(log) => Some(log),
-            Err(e) => {
-                let _ = spec
-                    .ready
-                    .send(Err(format!("worker {}: access log: {e}", spec.id)));
-                return;
-            }
+            Err(e) => return fail("access log", &e),
         },
     };
-    let ctx: proxy::Ctx = Rc::new(ProxyCtx {
-        tls,
-        certs: spec.tls.certs.clone(),
-        access_log,
+    let parts = WorkerParts {
         // Keep up to 2 MiB of free buffers for bursts, not memory for long-gone peaks.
-        bufs: proxy::BufPool::new(spec.settings.buf_size, (2 << 20) / spec.settings.buf_size),
-        routes: spec.routes.clone(),
-        pools: spec
-            .pools
-            .iter()
-            .map(|p| {
-                Pool::new(
-                    p,
-                    spec.settings.connect_timeout,
-                    spec.settings.keepalive,
-                    spec.id,
-                )
-            })
-            .collect(),
+        bufs: Rc::new(proxy::BufPool::new(
+            spec.settings.buf_size,
+            (2 << 20) / spec.settings.buf_size,
+        )),
         settings: spec.settings,
         stats: spec.stats.clone(),
-    });
+        access_log,
+        id: spec.id,
+    };
+    let first = match ProxyCtx::new(&spec.generation, &parts, None) {
+        Ok(ctx) => ctx,
+        Err(e) => return fail("tls config", &e),
+    };
+    // The generation new connections get; a reload swaps it. Only this worker's tasks see it.
+    let current = Rc::new(RefCell::new(first));
     let gate = Rc::new(Gate {
         open: Cell::new(0),
         limit: spec.max_conns,
         stats: spec.stats.clone(),
     });
     let stop = Rc::new(Latch::default());
-    monoio::spawn(housekeeping(ctx.clone()));
-    proxy::start_health_checks(&ctx, &spec.pools);
+    monoio::spawn(housekeeping(current.clone()));
     for listener in listeners {
         monoio::spawn(accept_loop(
             spec.id,
             listener,
-            ctx.clone(),
+            current.clone(),
             gate.clone(),
             stop.clone(),
         ));
@@ -246,8 +228,25 @@ async fn run(spec: Spec, setup: &'static str) {
     let _ = spec.ready.send(Ok(spec.id));
 
     // Wait for the control thread; a dropped channel means it is gone, which is a drain too.
-    let _ = spec.control.recv_async().await;
+    while let Ok(Control::Reload(generation, ack)) = spec.control.recv_async().await {
+        let previous = current.borrow().clone();
+        let result = match ProxyCtx::new(&generation, &parts, Some(&previous)) {
+            Ok(ctx) => {
+                *current.borrow_mut() = ctx;
+                previous.retire();
+                debug!(
+                    worker = spec.id,
+                    generation = generation.id,
+                    "serving a new generation"
+                );
+                Ok(())
+            }
+            Err(e) => Err(format!("worker {}: tls config: {e}", spec.id)),
+        };
+        let _ = ack.send((spec.id, result));
+    }
     stop.set();
+    current.borrow().retire();
     let deadline = Instant::now() + spec.drain_timeout;
     if gate.open.get() > 0 {
         info!(worker = spec.id, open = gate.open.get(), "draining");
@@ -263,7 +262,7 @@ async fn run(spec: Spec, setup: &'static str) {
         );
     }
     // The last lines of the access log are written before the process exits.
-    if let Some(log) = &ctx.access_log {
+    if let Some(log) = &parts.access_log {
         log.finish();
     }
 }
@@ -271,10 +270,12 @@ async fn run(spec: Spec, setup: &'static str) {
 /// Once a second: closes kept-alive backend connections past their idle time, and has the
 /// allocator return this thread's freed pages to the kernel (after a burst of handshakes or
 /// busy connections the memory would otherwise stay resident until the next burst).
-async fn housekeeping(ctx: proxy::Ctx) {
+async fn housekeeping(current: Rc<RefCell<proxy::Ctx>>) {
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         let now = Instant::now();
+        // Retired generations keep no idle connections, so the current one is all to sweep.
+        let ctx = current.borrow().clone();
         for pool in &ctx.pools {
             pool.sweep(now);
         }
@@ -287,7 +288,7 @@ async fn housekeeping(ctx: proxy::Ctx) {
 async fn accept_loop(
     id: usize,
     listener: TcpListener,
-    ctx: proxy::Ctx,
+    current: Rc<RefCell<proxy::Ctx>>,
     gate: Rc<Gate>,
     stop: Rc<Latch>,
 ) {
@@ -299,6 +300,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let ctx = current.borrow().clone();
                 ctx.stats.accepted.inc();
                 let Some(slot) = gate.enter() else {
                     ctx.stats.refused_at_limit.inc();
@@ -306,7 +308,6 @@ async fn accept_loop(
                     drop(stream);
                     continue;
                 };
-                let ctx = ctx.clone();
                 monoio::spawn(async move {
                     let _slot = slot;
                     let conn = std::panic::AssertUnwindSafe(proxy::l4::serve_connection(

@@ -83,16 +83,6 @@ fn a_second_signal_exits_at_once() {
     assert!(status.signal().is_none());
 }
 
-#[test]
-fn sighup_is_not_fatal() {
-    let certs = Certs::new();
-    let mut tern = start_tern(&certs, echo_backend(), &[]);
-    tern.signal(libc::SIGHUP);
-    assert!(tern.wait_log("SIGHUP", WAIT));
-    assert!(tern.is_running());
-    connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
-}
-
 /// With the descriptor limit exhausted, accept keeps failing with EMFILE; the worker must back
 /// off instead of spinning, and serve again once descriptors are free.
 #[test]

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{parse_listen, resolve, ConfigError, Topology};
-use crate::proxy::pool::{Balance, HealthCheck, PoolSpec};
+use crate::backend::pool::{Balance, HealthCheck, PoolSpec};
 use crate::route::{HostMatch, Route};
 use crate::tls::certs::{self, CertStore, PemFile};
 use crate::tls::{self as tlsmod};

@@ -9,10 +9,11 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::pool::{HealthCheck, KeepAlive, PoolSpec};
 use crate::cli::{MaxConns, Mode, RunArgs, Toggle, Tuning};
+use crate::generation::Generation;
 use crate::http::{ForwardPolicy, Limits};
 use crate::proxy::accesslog::Target as AccessLogTarget;
-use crate::proxy::pool::{HealthCheck, KeepAlive, PoolSpec};
 use crate::proxy::{HttpSettings, Settings};
 use crate::route::{HostMatch, Route, Routes};
 use crate::tls::certs::{self, CertStore, PemFile};
@@ -32,10 +33,8 @@ pub struct Topology {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>,
-    pub tls: Arc<TlsSettings>,
-    pub pools: Arc<[PoolSpec]>,
-    pub routes: Arc<Routes>,
+    /// What a reload replaces (certificates, TLS settings, pools, routes).
+    pub generation: Arc<Generation>,
     pub mode: Mode,
     /// The CPU of each worker (its length is the worker count).
     pub cpus: Vec<usize>,
@@ -68,11 +67,21 @@ impl From<String> for ConfigError {
 impl Config {
     /// Validates a normal run's arguments, loading certificates and the configuration file.
     pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
-        let topology = match &args.config {
-            Some(path) => file::load(path)?,
-            None => Self::topology_from_flags(args)?,
-        };
-        Config::build(topology, &args.tuning)
+        Config::build(Self::topology(args)?, &args.tuning)
+    }
+
+    /// Reads again everything a reload replaces — the configuration file, certificates and
+    /// keys, the ticket-key file — and checks it as at start-up. `current` is the generation in
+    /// service: the ticket secret carries over from it unless the key file now holds another.
+    pub fn reload(args: &RunArgs, current: &Generation) -> Result<Generation, ConfigError> {
+        generation(Self::topology(args)?, &args.tuning, Some(current))
+    }
+
+    fn topology(args: &RunArgs) -> Result<Topology, ConfigError> {
+        match &args.config {
+            Some(path) => file::load(path),
+            None => Self::topology_from_flags(args),
+        }
     }
 
     fn topology_from_flags(args: &RunArgs) -> Result<Topology, ConfigError> {
@@ -205,42 +214,8 @@ impl Config {
                 return Err(ConfigError(format!("{flag}: must be more than 0")));
             }
         }
-        let mut alpn = Vec::new();
-        for p in &t.alpn {
-            if p.is_empty() || p.len() > 255 {
-                return Err(ConfigError(format!(
-                    "--alpn: '{p}' must be 1 to 255 bytes long"
-                )));
-            }
-            alpn.push(p.as_bytes().to_vec());
-        }
-        let tickets = match (t.tickets, &t.ticket_key_file) {
-            (Toggle::Off, Some(_)) => {
-                return Err(ConfigError(
-                    "--ticket-key-file: tickets are off (--tickets off)".into(),
-                ))
-            }
-            (Toggle::Off, None) => None,
-            (Toggle::On, None) => Some(MasterSecret::random()?),
-            (Toggle::On, Some(path)) => {
-                let what = format!("--ticket-key-file {}", path.display());
-                let bytes = std::fs::read(path)
-                    .map_err(|e| ConfigError(format!("cannot read {what}: {e}")))?;
-                Some(
-                    MasterSecret::from_bytes(bytes)
-                        .map_err(|e| ConfigError(format!("{what} {e}")))?,
-                )
-            }
-        };
         Ok(Config {
-            listen: topology.listen,
-            tls: Arc::new(TlsSettings {
-                certs: Arc::new(topology.certs),
-                alpn,
-                tickets: tickets.map(Arc::new),
-            }),
-            pools: topology.pools.into(),
-            routes: Arc::new(Routes::new(topology.routes)),
+            generation: Arc::new(generation(topology, t, None)?),
             mode: t.mode,
             cpus,
             max_conns: t.max_conns,
@@ -274,6 +249,60 @@ impl Config {
             user,
         })
     }
+}
+
+/// The parts of a configuration a reload replaces, checked. `previous` is the generation in
+/// service when this is a reload.
+fn generation(
+    topology: Topology,
+    t: &Tuning,
+    previous: Option<&Generation>,
+) -> Result<Generation, ConfigError> {
+    let mut alpn = Vec::new();
+    for p in &t.alpn {
+        if p.is_empty() || p.len() > 255 {
+            return Err(ConfigError(format!(
+                "--alpn: '{p}' must be 1 to 255 bytes long"
+            )));
+        }
+        alpn.push(p.as_bytes().to_vec());
+    }
+    let tickets = match (t.tickets, &t.ticket_key_file) {
+        (Toggle::Off, Some(_)) => {
+            return Err(ConfigError(
+                "--ticket-key-file: tickets are off (--tickets off)".into(),
+            ))
+        }
+        (Toggle::Off, None) => None,
+        // A random secret lives as long as the process: a reload keeps it, so sessions
+        // resume across reloads and no full-handshake storm follows one.
+        (Toggle::On, None) => match previous.and_then(|g| g.tls.tickets.clone()) {
+            Some(kept) => Some(kept),
+            None => Some(Arc::new(MasterSecret::random()?)),
+        },
+        (Toggle::On, Some(path)) => {
+            let what = format!("--ticket-key-file {}", path.display());
+            let bytes =
+                std::fs::read(path).map_err(|e| ConfigError(format!("cannot read {what}: {e}")))?;
+            let secret =
+                MasterSecret::from_bytes(bytes).map_err(|e| ConfigError(format!("{what} {e}")))?;
+            match previous.and_then(|g| g.tls.tickets.clone()) {
+                Some(kept) if *kept == secret => Some(kept),
+                _ => Some(Arc::new(secret)),
+            }
+        }
+    };
+    Ok(Generation {
+        id: previous.map_or(1, |g| g.id + 1),
+        listen: topology.listen,
+        tls: Arc::new(TlsSettings {
+            certs: Arc::new(topology.certs),
+            alpn,
+            tickets,
+        }),
+        pools: topology.pools.into(),
+        routes: Arc::new(Routes::new(topology.routes)),
+    })
 }
 
 pub fn parse_all_listen(list: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {

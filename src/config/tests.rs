@@ -164,8 +164,11 @@ fn build_checks_tuning() {
     .unwrap();
     assert_eq!(cfg.cpus.len(), 3);
     assert_eq!(cfg.settings.idle_timeout, None);
-    assert_eq!(cfg.tls.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
-    assert!(cfg.tls.tickets.is_none());
+    assert_eq!(
+        cfg.generation.tls.alpn,
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert!(cfg.generation.tls.tickets.is_none());
     let e = build(&["--ticket-key-file", "/nonexistent/k"]).unwrap_err();
     assert!(
         e.0.starts_with("cannot read --ticket-key-file /nonexistent/k"),
@@ -195,11 +198,14 @@ fn simple_flags_make_one_pool_and_one_route() {
     ])
     .unwrap();
     let cfg = Config::from_args(&cli.run).unwrap();
-    assert_eq!(cfg.pools.len(), 1);
-    assert_eq!(cfg.pools[0].backends.len(), 2);
-    assert_eq!(cfg.pools[0].balance, crate::proxy::pool::Balance::IpHash);
-    assert_eq!(cfg.pools[0].health.as_ref().unwrap().path, "/hz");
-    assert_eq!(cfg.routes.pick(Some("anything"), b"/x"), Some(0));
+    assert_eq!(cfg.generation.pools.len(), 1);
+    assert_eq!(cfg.generation.pools[0].backends.len(), 2);
+    assert_eq!(
+        cfg.generation.pools[0].balance,
+        crate::backend::pool::Balance::IpHash
+    );
+    assert_eq!(cfg.generation.pools[0].health.as_ref().unwrap().path, "/hz");
+    assert_eq!(cfg.generation.routes.pick(Some("anything"), b"/x"), Some(0));
     let cli = parse(&[
         "--listen",
         "127.0.0.1:0",
@@ -275,7 +281,7 @@ pool = "api"
     assert_eq!(t.certs.len(), 2);
     assert_eq!(t.certs.select(Some("x.a.test")), 0);
     assert_eq!(t.certs.select(Some("x.b.test")), 1);
-    assert_eq!(t.pools[1].balance, crate::proxy::pool::Balance::LeastConn);
+    assert_eq!(t.pools[1].balance, crate::backend::pool::Balance::LeastConn);
     assert_eq!(
         t.pools[1].health.as_ref().unwrap().interval,
         Duration::from_secs(2)

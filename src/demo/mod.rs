@@ -6,10 +6,10 @@ mod backend;
 
 use std::net::SocketAddr;
 
+use crate::backend::pool::{Balance, PoolSpec};
 use crate::cli::DemoArgs;
 use crate::config::{parse_all_listen, Config, Topology};
 use crate::control::{self, RunError};
-use crate::proxy::pool::{Balance, PoolSpec};
 use crate::route::{HostMatch, Route};
 use crate::tls::{self, certs};
 
@@ -45,7 +45,10 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
         }],
     };
     let cfg = Config::build(topology, &args.tuning).map_err(|e| RunError::Config(e.0))?;
-    let result = control::run(cfg, |bound: &[SocketAddr]| {
+    // The demo's certificate and backend live in memory: there is nothing to read again.
+    let mut reload =
+        |_: &crate::generation::Generation| Err("tern demo has nothing to reload".to_string());
+    let result = control::run(cfg, &mut reload, |bound: &[SocketAddr]| {
         for addr in bound {
             println!("tern demo: https://{addr} -> demo backend http://{backend}");
             if ca_written && addr.ip().is_loopback() {

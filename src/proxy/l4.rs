@@ -7,9 +7,9 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::handshake::{self, Carry, HandshakeError};
-use super::pool::Lease;
 use super::pump::{self, Tunnel};
 use super::{Ctx, ProxyCtx};
+use crate::backend::pool::Lease;
 use crate::tls::Established;
 
 /// Serves one accepted connection: the handshake, then tcp or http mode.

@@ -16,11 +16,11 @@ use tracing::debug;
 
 use super::accesslog::{method_name, Entry};
 use super::handshake::Carry;
-use super::pool::{ConnectError, Pool};
 use super::pump::{self, Tunnel};
 use super::split::{split, Half};
 use super::tlsio::{ClientError, ClientOut, Sending, TlsReader};
 use super::Ctx;
+use crate::backend::pool::{ConnectError, Pool};
 use crate::http::{self, forward, BodyScanner, Framing, Method, RequestHead, ResponseHead};
 use crate::route::normalize_host;
 use crate::tls::Established;

@@ -4,10 +4,8 @@
 pub mod accesslog;
 mod bufpool;
 mod handshake;
-mod health;
 pub mod l4;
 mod l7;
-pub mod pool;
 mod pump;
 mod split;
 mod tlsio;
@@ -16,9 +14,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::{health, pool};
+use crate::generation::Generation;
 use crate::route::Routes;
 use crate::stats::WorkerStats;
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, TlsError};
+use crate::util::latch::Latch;
 
 pub use bufpool::BufPool;
 
@@ -78,27 +79,84 @@ impl Default for HttpSettings {
     }
 }
 
-/// What every connection task of one worker shares (by `Rc`: same thread only).
+/// What lives as long as the worker, whatever the generation: buffers, knobs, counters, log.
+#[derive(Clone)]
+pub struct WorkerParts {
+    pub bufs: Rc<BufPool>,
+    pub settings: Settings,
+    pub stats: Arc<WorkerStats>,
+    pub access_log: Option<Rc<accesslog::AccessLog>>,
+    /// Which worker this is (for the round-robin stagger of pools).
+    pub id: usize,
+}
+
+/// What every connection task of one worker shares (by `Rc`: same thread only) for one
+/// generation. A connection holds the context it was accepted with for its whole life; a
+/// reload makes a new one for new connections and retires this one.
 pub struct ProxyCtx {
+    pub generation: Arc<Generation>,
     pub tls: ServerTls,
     /// Certificates by name, for the 421 check (a Host on another certificate than the SNI).
     pub certs: Arc<crate::tls::certs::CertStore>,
     pub access_log: Option<Rc<accesslog::AccessLog>>,
-    pub bufs: bufpool::BufPool,
+    pub bufs: Rc<BufPool>,
     pub routes: Arc<Routes>,
     /// This worker's state of each configured pool, by index.
-    pub pools: Vec<pool::Pool>,
+    pub pools: Vec<Rc<pool::Pool>>,
     pub settings: Settings,
     pub stats: Arc<WorkerStats>,
+    /// Set when a newer generation took over: its health checks stop, its pools keep no more
+    /// idle backend connections.
+    retired: Rc<Latch>,
 }
 
 pub type Ctx = Rc<ProxyCtx>;
 
-/// Starts this worker's active health checks, one task per pool that has them.
-pub fn start_health_checks(ctx: &Ctx, specs: &[pool::PoolSpec]) {
-    for (i, spec) in specs.iter().enumerate() {
-        if let Some(h) = &spec.health {
-            monoio::spawn(health::run(ctx.clone(), i, h.path.clone(), h.interval));
+impl ProxyCtx {
+    /// This worker's context for `generation`. `previous` is the context it replaces, whose
+    /// TLS session cache carries over (so TLS 1.2 session IDs resume across a reload).
+    pub fn new(
+        generation: &Arc<Generation>,
+        parts: &WorkerParts,
+        previous: Option<&ProxyCtx>,
+    ) -> Result<Ctx, TlsError> {
+        let tls = ServerTls::new(&generation.tls, previous.map(|p| &p.tls))?;
+        let s = &parts.settings;
+        let ctx = Rc::new(ProxyCtx {
+            generation: generation.clone(),
+            tls,
+            certs: generation.tls.certs.clone(),
+            access_log: parts.access_log.clone(),
+            bufs: parts.bufs.clone(),
+            routes: generation.routes.clone(),
+            pools: generation
+                .pools
+                .iter()
+                .map(|p| Rc::new(pool::Pool::new(p, s.connect_timeout, s.keepalive, parts.id)))
+                .collect(),
+            settings: parts.settings.clone(),
+            stats: parts.stats.clone(),
+            retired: Rc::new(Latch::default()),
+        });
+        for (spec, pool) in generation.pools.iter().zip(&ctx.pools) {
+            if let Some(h) = &spec.health {
+                monoio::spawn(health::run(
+                    pool.clone(),
+                    h.path.clone(),
+                    h.interval,
+                    ctx.retired.clone(),
+                ));
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// A newer generation serves new connections: stop this one's background work. The
+    /// connections still open on it carry on.
+    pub fn retire(&self) {
+        self.retired.set();
+        for p in &self.pools {
+            p.retire();
         }
     }
 }

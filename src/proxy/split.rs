@@ -103,22 +103,6 @@ impl Half {
     }
 }
 
-/// Whether an idle socket is still usable: no EOF, no error, and no unexpected bytes waiting
-/// (a backend that closed a kept-alive connection, or sent something unasked).
-pub fn idle_socket_ok(s: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: a non-blocking peek of one byte into a local on our own open socket.
-    let n = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
-}
-
 /// Whether a read error only says the read was called off.
 pub fn is_cancelled(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ECANCELED) | Some(libc::EINTR))

@@ -25,11 +25,14 @@ fn server_and_roots() -> (ServerTls, RootCertStore) {
         &provider(),
     )
     .unwrap();
-    let server = ServerTls::new(&TlsSettings {
-        certs: Arc::new(certs::CertStore::single(ck)),
-        alpn: vec![b"http/1.1".to_vec()],
-        tickets: Some(Arc::new(super::tickets::MasterSecret::random().unwrap())),
-    })
+    let server = ServerTls::new(
+        &TlsSettings {
+            certs: Arc::new(certs::CertStore::single(ck)),
+            alpn: vec![b"http/1.1".to_vec()],
+            tickets: Some(Arc::new(super::tickets::MasterSecret::random().unwrap())),
+        },
+        None,
+    )
     .unwrap();
     let mut roots = RootCertStore::empty();
     roots

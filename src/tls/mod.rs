@@ -45,8 +45,22 @@ pub struct TlsSettings {
 pub struct ServerTls(Arc<ServerConfig>);
 
 impl ServerTls {
-    pub fn new(settings: &TlsSettings) -> Result<ServerTls, TlsError> {
-        server_config(settings).map(ServerTls)
+    /// `previous`: the config this one replaces on a reload; its TLS 1.2 session cache is kept
+    /// so that sessions resume across the reload (tickets do anyway: same secret).
+    pub fn new(
+        settings: &TlsSettings,
+        previous: Option<&ServerTls>,
+    ) -> Result<ServerTls, TlsError> {
+        let mut cfg = server_config(settings)?;
+        if let (Some(prev), Some(_)) = (previous, &settings.tickets) {
+            if prev.0.session_storage.can_cache() {
+                // Invariant: server_config just made this Arc and nothing else holds it.
+                Arc::get_mut(&mut cfg)
+                    .expect("fresh config")
+                    .session_storage = prev.0.session_storage.clone();
+            }
+        }
+        Ok(ServerTls(cfg))
     }
 
     /// A handshake for one accepted connection.

@@ -33,6 +33,13 @@ impl std::fmt::Debug for MasterSecret {
     }
 }
 
+/// Compared in constant time: a reload checks whether the key file still holds the same secret.
+impl PartialEq for MasterSecret {
+    fn eq(&self, other: &MasterSecret) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+    }
+}
+
 impl MasterSecret {
     /// A fresh random secret (tickets then resume on this process only).
     pub fn random() -> Result<MasterSecret, String> {

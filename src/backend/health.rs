@@ -10,21 +10,26 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::ProxyCtx;
+use super::pool::Pool;
+use crate::util::latch::Latch;
 
-/// Runs the checks of pool `pool` of this worker until the worker stops.
-pub async fn run(ctx: Rc<ProxyCtx>, pool: usize, path: String, interval: Duration) {
-    loop {
-        let p = &ctx.pools[pool];
-        let addrs: Vec<SocketAddr> = p.addrs().collect();
+/// Runs the checks of one pool of this worker until `retired` is set (the worker stops, or a
+/// reload replaced the generation the pool belongs to). `timeout` bounds each probe.
+pub async fn run(pool: Rc<Pool>, path: String, interval: Duration, retired: Rc<Latch>) {
+    let timeout = pool.connect_timeout();
+    while !retired.is_set() {
+        let addrs: Vec<SocketAddr> = pool.addrs().collect();
         for (i, addr) in addrs.into_iter().enumerate() {
             let healthy = matches!(
-                monoio::time::timeout(ctx.settings.connect_timeout, probe(addr, &path)).await,
+                monoio::time::timeout(timeout, probe(addr, &path)).await,
                 Ok(Ok(status)) if (200..400).contains(&status)
             );
-            ctx.pools[pool].set_check(i, healthy);
+            pool.set_check(i, healthy);
         }
-        monoio::time::sleep(interval).await;
+        monoio::select! {
+            _ = retired.wait() => break,
+            _ = monoio::time::sleep(interval) => {},
+        }
     }
 }
 

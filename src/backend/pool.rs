@@ -8,6 +8,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
 use monoio::net::TcpStream;
 
 use crate::stats::WorkerStats;
@@ -77,6 +79,8 @@ pub struct Pool {
     next: Cell<usize>,
     connect_timeout: Duration,
     keepalive: KeepAlive,
+    /// A newer generation replaced this pool: it keeps no idle connections any more.
+    retired: Cell<bool>,
 }
 
 /// How kept-alive backend connections are pooled (http mode).
@@ -183,11 +187,16 @@ impl Pool {
             next: Cell::new(stagger % n),
             connect_timeout,
             keepalive,
+            retired: Cell::new(false),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
@@ -296,9 +305,7 @@ impl Pool {
     fn take_idle(&self, i: usize, now: Instant) -> Option<TcpStream> {
         let mut idle = self.backends[i].idle.borrow_mut();
         while let Some((stream, since)) = idle.pop() {
-            if now.duration_since(since) < self.keepalive.idle_timeout
-                && super::split::idle_socket_ok(&stream)
-            {
+            if now.duration_since(since) < self.keepalive.idle_timeout && idle_socket_ok(&stream) {
                 return Some(stream);
             }
         }
@@ -308,8 +315,17 @@ impl Pool {
     /// Keeps a connection to backend `i` for the next request (dropped if the pool is full).
     pub fn put_idle(&self, i: usize, stream: TcpStream) {
         let mut idle = self.backends[i].idle.borrow_mut();
-        if idle.len() < self.keepalive.max_idle {
+        if idle.len() < self.keepalive.max_idle && !self.retired.get() {
             idle.push((stream, Instant::now()));
+        }
+    }
+
+    /// A reload replaced this pool: close its idle connections now, and keep none from here on
+    /// (connections of the old generation still finishing requests close when they are done).
+    pub fn retire(&self) {
+        self.retired.set(true);
+        for b in &self.backends {
+            b.idle.borrow_mut().clear();
         }
     }
 
@@ -360,6 +376,22 @@ impl Pool {
     pub fn is_empty(&self) -> bool {
         self.backends.is_empty()
     }
+}
+
+/// Whether an idle socket is still usable: no EOF, no error, and no unexpected bytes waiting
+/// (a backend that closed a kept-alive connection, or sent something unasked).
+pub fn idle_socket_ok(s: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a non-blocking peek of one byte into a local on our own open socket.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
 #[cfg(test)]
