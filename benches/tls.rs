@@ -33,9 +33,9 @@ fn setup(alg: &'static rcgen::SignatureAlgorithm, group: &'static dyn SupportedK
     .unwrap();
     let server = ServerTls::new(
         &TlsSettings {
-            certs: Arc::new(certs::CertStore::single(ck)),
             alpn: vec![],
             tickets: None,
+            ..TlsSettings::new(certs::CertStore::single(ck))
         },
         None,
     )

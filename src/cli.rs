@@ -46,20 +46,31 @@ pub struct CheckArgs {
 pub struct RunArgs {
     /// Listeners, certificates, backend pools and routes from a TOML file (instead of
     /// --listen, --cert/--key/--pem and --backend).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "pem", "backend", "balance", "health_check"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "pem", "ocsp", "backend", "balance", "health_check"])]
     pub config: Option<PathBuf>,
     /// Address to accept TLS on, e.g. 0.0.0.0:443 or [::]:443 (repeatable; :443 means all IPv4).
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
-    /// Certificate chain (PEM), leaf first.
+    /// Certificate chain (PEM), leaf first; repeatable, each paired with the --key given in the
+    /// same position. Chosen by the client's server name (SNI); the first certificate given
+    /// (--cert or --pem) is the default.
     #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Private key for --cert (PEM: PKCS#8, RSA or EC; ECDSA, RSA and Ed25519 keys).
+    pub cert: Vec<PathBuf>,
+    /// Private key for the --cert in the same position (PEM: PKCS#8, RSA or EC; ECDSA, RSA
+    /// and Ed25519 keys).
     #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// One PEM file holding the chain and the key (as hitch and HAProxy take it).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["cert", "key"])]
-    pub pem: Option<PathBuf>,
+    pub key: Vec<PathBuf>,
+    /// One PEM file holding a chain and its key (as hitch and HAProxy take it), or a directory
+    /// whose *.pem files are each one; repeatable.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub pem: Vec<PathBuf>,
+    /// OCSP response (DER) to staple for the certificate given just before it; without it,
+    /// `<certificate file>.ocsp` is stapled when it exists.
+    #[arg(long, value_name = "FILE")]
+    pub ocsp: Vec<PathBuf>,
+    /// The order --cert, --pem and --ocsp were given in (filled by [`parse`]).
+    #[arg(skip)]
+    pub cert_order: Vec<CertArg>,
     /// Backend to forward to, HOST:PORT (repeatable: balanced per worker, next on failure).
     #[arg(long, value_name = "HOST:PORT")]
     pub backend: Vec<String>,
@@ -75,6 +86,43 @@ pub struct RunArgs {
     pub health_interval: Duration,
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+/// One certificate argument, by its kind and its index among the arguments of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertArg {
+    Cert(usize),
+    Pem(usize),
+    Ocsp(usize),
+}
+
+/// Parses the command line, keeping the relative order of certificate arguments (which one
+/// is the default, which certificate an --ocsp belongs to).
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let mut order: Vec<(usize, CertArg)> = Vec::new();
+    for (id, make) in [
+        ("cert", CertArg::Cert as fn(usize) -> CertArg),
+        ("pem", CertArg::Pem),
+        ("ocsp", CertArg::Ocsp),
+    ] {
+        if let Some(indices) = matches.indices_of(id) {
+            order.extend(indices.enumerate().map(|(n, at)| (at, make(n))));
+        }
+    }
+    order.sort_by_key(|(at, _)| *at);
+    cli.run.cert_order = order.into_iter().map(|(_, a)| a).collect();
+    Ok(cli)
 }
 
 fn parse_balance(s: &str) -> Result<Balance, String> {
@@ -122,6 +170,21 @@ pub struct Tuning {
     /// ALPN protocols to offer, most preferred first, e.g. http/1.1 [default: none].
     #[arg(long, value_name = "PROTO,...", value_delimiter = ',')]
     pub alpn: Vec<String>,
+    /// Lowest TLS version accepted: 1.2 or 1.3.
+    #[arg(long, value_name = "VERSION", default_value = "1.2")]
+    pub tls_min: String,
+    /// Cipher suites to offer, most preferred first (IANA names, e.g.
+    /// TLS_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256) [default: all AEAD].
+    #[arg(long, value_name = "SUITE,...", value_delimiter = ',')]
+    pub ciphers: Vec<String>,
+    /// Key-exchange groups, most preferred first (X25519MLKEM768, X25519, P-256, P-384)
+    /// [default: all four, post-quantum hybrid first].
+    #[arg(long, value_name = "GROUP,...", value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// Refuse a server name (SNI) no certificate covers with an unrecognized_name alert,
+    /// instead of answering with the default certificate.
+    #[arg(long)]
+    pub strict_sni: bool,
     /// TLS session resumption (stateless tickets, and a TLS 1.2 session cache per worker).
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     pub tickets: Toggle,

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tern::cli::{Cli, Command};
+use tern::cli::Command;
 use tern::config::Config;
 use tern::control::{self, RunError};
 
@@ -14,7 +13,7 @@ fn main() -> ExitCode {
     tune_allocator();
     // Before any thread exists, so that every thread inherits the blocked set.
     control::block_signals();
-    let cli = match Cli::try_parse() {
+    let cli = match tern::cli::parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help, --version

@@ -6,10 +6,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use rustls::pki_types::ServerName;
 use rustls::version::TLS13;
 
 /// A backend that greets each connection with its name, then echoes.
@@ -182,23 +181,44 @@ pool = "b"
     }
 }
 
-fn connect_as(
-    addr: SocketAddr,
-    cfg: &Arc<rustls::ClientConfig>,
-    name: &str,
-) -> std::io::Result<TlsStream> {
-    let tcp = std::net::TcpStream::connect_timeout(&addr, WAIT)?;
-    tcp.set_read_timeout(Some(WAIT))?;
-    let conn =
-        rustls::ClientConnection::new(cfg.clone(), ServerName::try_from(name.to_string()).unwrap())
-            .map_err(std::io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.conn.is_handshaking() {
-        assert!(Instant::now() < deadline);
-        s.conn.complete_io(&mut s.sock)?;
+/// A resumed session (TLS 1.3 and 1.2) is routed by its server name like a full one, not sent
+/// to the default pool.
+#[test]
+fn a_resumed_session_routes_by_its_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Certs::for_names(&["a.test"]);
+    let b = Certs::for_names(&["b.test"]);
+    let (ba, bb) = (named_backend("A"), named_backend("B"));
+    let conf = dir.path().join("tern.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = [\"127.0.0.1:0\"]\n[[cert]]\npem = \"{}\"\n[[cert]]\npem = \"{}\"\n\
+             [[pool]]\nname = \"a\"\nbackends = [\"{ba}\"]\n[[pool]]\nname = \"b\"\n\
+             backends = [\"{bb}\"]\n[[route]]\npool = \"a\"\n[[route]]\nhost = \"b.test\"\n\
+             pool = \"b\"\n",
+            a.pem.display(),
+            b.pem.display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let tern = Tern::start(&["--config", &conf, "--workers", "1"]);
+    for version in [&TLS13, &rustls::version::TLS12] {
+        let cfg = b.client(&[version]);
+        for round in 0..2 {
+            let mut s = connect_as(tern.addr(), &cfg, "b.test").unwrap();
+            let mut buf = [0u8; 1];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"B", "{version:?} round {round}");
+            if round == 1 {
+                assert_eq!(
+                    s.conn.handshake_kind(),
+                    Some(rustls::HandshakeKind::Resumed)
+                );
+            }
+        }
     }
-    Ok(s)
 }
 
 #[test]

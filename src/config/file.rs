@@ -6,8 +6,9 @@
 //!
 //! [[cert]]
 //! cert = "certs/example.pem"      # relative paths are relative to this file
-//! key = "certs/example.key"       # or: pem = "certs/example-both.pem"
+//! key = "certs/example.key"       # or: pem = "certs/example-both.pem" (or a directory of them)
 //! # names = ["example.com"]       # default: the certificate's DNS names
+//! # ocsp = "certs/example.ocsp"   # default: <cert file>.ocsp when it exists
 //!
 //! [[pool]]
 //! name = "web"
@@ -32,7 +33,7 @@ use toml::Spanned;
 use super::{parse_listen, resolve, ConfigError, Topology};
 use crate::backend::pool::{Balance, HealthCheck, PoolSpec};
 use crate::route::{HostMatch, Route};
-use crate::tls::certs::{self, CertStore, PemFile};
+use crate::tls::certs::{self, CertSpec, CertStore};
 use crate::tls::{self as tlsmod};
 use crate::util::duration;
 
@@ -56,6 +57,8 @@ struct CertEntry {
     key: Option<Spanned<PathBuf>>,
     pem: Option<Spanned<PathBuf>>,
     names: Option<Vec<Spanned<String>>>,
+    /// An OCSP response (DER) to staple for this certificate.
+    ocsp: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -140,42 +143,72 @@ fn load_certs(src: &Source<'_>, entries: &[Spanned<CertEntry>]) -> Result<CertSt
     if entries.is_empty() {
         return src.err(0, "at least one [[cert]] is required");
     }
-    let provider = tlsmod::provider();
-    let mut loaded = Vec::new();
+    let label =
+        |s: &Spanned<PathBuf>| format!("{}:{}:", src.path.display(), src.line(s.span().start));
+    let mut specs = Vec::new();
     for entry in entries {
         let at = entry.span().start;
         let e = entry.get_ref();
-        let (cert, key) = match (&e.cert, &e.key, &e.pem) {
-            (Some(c), Some(k), None) => (c, k),
-            (None, None, Some(p)) => (p, p),
+        let names = match &e.names {
+            Some(list) => Some(
+                list.iter()
+                    .map(|n| HostMatch::parse(n.get_ref()).or_else(|m| src.err(n.span().start, m)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        let ocsp = e
+            .ocsp
+            .as_ref()
+            .map(|o| (format!("{} ocsp", label(o)), src.relative(o.get_ref())));
+        let pairs: Vec<(Spanned<PathBuf>, PathBuf, PathBuf)> = match (&e.cert, &e.key, &e.pem) {
+            (Some(c), Some(k), None) => {
+                vec![(
+                    c.clone(),
+                    src.relative(c.get_ref()),
+                    src.relative(k.get_ref()),
+                )]
+            }
+            // A directory of PEM files, as with --pem DIR.
+            (None, None, Some(p)) if src.relative(p.get_ref()).is_dir() => {
+                if e.names.is_some() || e.ocsp.is_some() {
+                    return src.err(
+                        at,
+                        "names and ocsp cannot be given for a directory of certificates",
+                    );
+                }
+                let dir = src.relative(p.get_ref());
+                certs::pem_files_in(&label(p), &dir)
+                    .map_err(ConfigError)?
+                    .into_iter()
+                    .map(|f| (p.clone(), f.clone(), f))
+                    .collect()
+            }
+            (None, None, Some(p)) => {
+                let path = src.relative(p.get_ref());
+                vec![(p.clone(), path.clone(), path)]
+            }
             _ => return src.err(at, "a [[cert]] needs cert and key, or pem"),
         };
-        let (cert_path, key_path) = (src.relative(cert.get_ref()), src.relative(key.get_ref()));
-        let label =
-            |s: &Spanned<PathBuf>| format!("{}:{}:", src.path.display(), src.line(s.span().start));
-        let (cert_label, key_label) = (label(cert), label(key));
-        let ck = certs::load(
-            PemFile {
-                label: &cert_label,
-                path: &cert_path,
-            },
-            PemFile {
-                label: &key_label,
-                path: &key_path,
-            },
-            &provider,
-        )
-        .map_err(ConfigError)?;
-        let names = match &e.names {
-            Some(list) => list
-                .iter()
-                .map(|n| HostMatch::parse(n.get_ref()).or_else(|m| src.err(n.span().start, m)))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => certs::names(&ck),
+        let key_label = match &e.key {
+            Some(k) => label(k),
+            None => String::new(),
         };
-        loaded.push((ck, names));
+        for (spanned, cert, key) in pairs {
+            let cert_label = label(&spanned);
+            let key_label = if key_label.is_empty() {
+                cert_label.clone()
+            } else {
+                key_label.clone()
+            };
+            let mut spec = CertSpec::files((cert_label, cert), (key_label, key));
+            spec.names = names.clone();
+            spec.ocsp = ocsp.clone();
+            specs.push(spec);
+        }
     }
-    Ok(CertStore::new(loaded))
+    let loaded = certs::load_all(&specs, &tlsmod::provider()).map_err(ConfigError)?;
+    CertStore::new(loaded).map_err(ConfigError)
 }
 
 fn pools(

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::pool::{HealthCheck, KeepAlive, PoolSpec};
-use crate::cli::{MaxConns, Mode, RunArgs, Toggle, Tuning};
+use crate::cli::{CertArg, MaxConns, Mode, RunArgs, Toggle, Tuning};
 use crate::generation::Generation;
 use crate::http::{ForwardPolicy, Limits};
 use crate::proxy::accesslog::Target as AccessLogTarget;
 use crate::proxy::{HttpSettings, Settings};
 use crate::route::{HostMatch, Route, Routes};
-use crate::tls::certs::{self, CertStore, PemFile};
+use crate::tls::certs::{self, CertSpec, CertStore};
+use crate::tls::policy::Policy;
 use crate::tls::tickets::MasterSecret;
 use crate::tls::{self, TlsSettings};
 use crate::util::cpus;
@@ -95,31 +96,13 @@ impl Config {
                 "--backend is required, e.g. --backend 127.0.0.1:8080".into(),
             ));
         }
-        let key = match (&args.cert, &args.key, &args.pem) {
-            (Some(c), Some(k), None) => certs::load(
-                PemFile {
-                    label: "--cert",
-                    path: c,
-                },
-                PemFile {
-                    label: "--key",
-                    path: k,
-                },
-                &tls::provider(),
-            )?,
-            (None, None, Some(p)) => {
-                let f = PemFile {
-                    label: "--pem",
-                    path: p,
-                };
-                certs::load(f, f, &tls::provider())?
-            }
-            _ => {
-                return Err(ConfigError(
-                    "a certificate is required: --cert FILE --key FILE, or --pem FILE".into(),
-                ))
-            }
-        };
+        let specs = cert_specs(args)?;
+        if specs.is_empty() {
+            return Err(ConfigError(
+                "a certificate is required: --cert FILE --key FILE, or --pem FILE".into(),
+            ));
+        }
+        let entries = certs::load_all(&specs, &tls::provider())?;
         let backends = args
             .backend
             .iter()
@@ -139,7 +122,7 @@ impl Config {
         };
         Ok(Topology {
             listen: parse_all_listen(&args.listen)?,
-            certs: CertStore::single(key),
+            certs: CertStore::new(entries)?,
             pools: vec![PoolSpec {
                 name: "default".into(),
                 backends,
@@ -251,6 +234,79 @@ impl Config {
     }
 }
 
+/// The certificates the flags name, in the order given: `--cert`/`--key` pairs by position,
+/// `--pem` files and directories, each `--ocsp` attached to the certificate before it.
+fn cert_specs(args: &RunArgs) -> Result<Vec<CertSpec>, ConfigError> {
+    if args.cert.len() != args.key.len() {
+        return Err(ConfigError(format!(
+            "--cert and --key come in pairs: {} --cert and {} --key given",
+            args.cert.len(),
+            args.key.len()
+        )));
+    }
+    // Parsed without order information (a Cli built directly): certificates, then PEM files.
+    let order: Vec<CertArg> = if args.cert_order.is_empty() {
+        (0..args.cert.len())
+            .map(CertArg::Cert)
+            .chain((0..args.pem.len()).map(CertArg::Pem))
+            .chain((0..args.ocsp.len()).map(CertArg::Ocsp))
+            .collect()
+    } else {
+        args.cert_order.clone()
+    };
+    let mut specs: Vec<CertSpec> = Vec::new();
+    // Whether the last certificate came from a directory (an --ocsp cannot follow one).
+    let mut from_dir = false;
+    for arg in order {
+        match arg {
+            CertArg::Cert(i) => {
+                specs.push(CertSpec::files(
+                    ("--cert".into(), args.cert[i].clone()),
+                    ("--key".into(), args.key[i].clone()),
+                ));
+                from_dir = false;
+            }
+            CertArg::Pem(i) => {
+                let path = &args.pem[i];
+                from_dir = path.is_dir();
+                let files = match from_dir {
+                    true => certs::pem_files_in("--pem", path)?,
+                    false => vec![path.clone()],
+                };
+                for f in files {
+                    specs.push(CertSpec::files(
+                        ("--pem".into(), f.clone()),
+                        ("--pem".into(), f),
+                    ));
+                }
+            }
+            CertArg::Ocsp(i) => {
+                let path = &args.ocsp[i];
+                let shown = format!("--ocsp {}", path.display());
+                let Some(last) = specs.last_mut() else {
+                    return Err(ConfigError(format!(
+                        "{shown}: must follow the --cert or --pem it belongs to"
+                    )));
+                };
+                if from_dir {
+                    return Err(ConfigError(format!(
+                        "{shown}: follows a --pem directory; put each response beside its \
+                         certificate as <file>.ocsp instead"
+                    )));
+                }
+                if last.ocsp.is_some() {
+                    return Err(ConfigError(format!(
+                        "{shown}: {} already has an --ocsp",
+                        last.source
+                    )));
+                }
+                last.ocsp = Some(("--ocsp".into(), path.clone()));
+            }
+        }
+    }
+    Ok(specs)
+}
+
 /// The parts of a configuration a reload replaces, checked. `previous` is the generation in
 /// service when this is a reload.
 fn generation(
@@ -299,6 +355,8 @@ fn generation(
             certs: Arc::new(topology.certs),
             alpn,
             tickets,
+            policy: Policy::new(&t.tls_min, &t.ciphers, &t.groups)?,
+            strict_sni: t.strict_sni,
         }),
         pools: topology.pools.into(),
         routes: Arc::new(Routes::new(topology.routes)),
@@ -333,5 +391,7 @@ pub fn resolve(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| bad("resolves to no address".into()))
 }
 
+#[cfg(test)]
+mod cert_flag_tests;
 #[cfg(test)]
 mod tests;

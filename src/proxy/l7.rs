@@ -66,7 +66,8 @@ struct Http<'a> {
     out: ClientOut<'a>,
     peer: SocketAddr,
     sni: Option<String>,
-    sni_cert: usize,
+    /// The certificates that may answer for the connection's server name.
+    sni_group: crate::tls::store::Group,
     /// When the current request's final response head came from the backend (access log).
     response_at: Cell<Option<Instant>>,
 }
@@ -106,7 +107,7 @@ pub async fn serve(
             pool: &ctx.bufs,
         },
         peer,
-        sni_cert: ctx.certs.select(info.sni.as_deref()),
+        sni_group: ctx.certs.group_for(info.sni.as_deref()),
         sni: info.sni,
         response_at: Cell::new(None),
     };
@@ -265,7 +266,10 @@ impl Http<'_> {
     /// Routing and the checks that need no backend: 421, 404, 413.
     fn check(&self, req: &Request) -> Result<usize, u16> {
         let ctx = self.ctx;
-        if ctx.certs.select(req.host.as_deref()) != self.sni_cert {
+        if !ctx
+            .certs
+            .shares(ctx.certs.group_for(req.host.as_deref()), self.sni_group)
+        {
             // The Host belongs to another certificate than the one this connection shows.
             return Err(421);
         }

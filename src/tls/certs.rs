@@ -1,8 +1,7 @@
 //! Certificate chains and private keys from PEM, checked at start-up so a bad file is one clear
 //! line naming it, never a failed handshake later.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -11,6 +10,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use zeroize::Zeroizing;
 
+pub use super::store::{CertEntry, CertStore};
 use crate::route::HostMatch;
 
 /// A PEM file and the name the user knows it by (the flag or config key), for messages.
@@ -73,69 +73,181 @@ pub fn names(key: &CertifiedKey) -> Vec<HostMatch> {
         .collect()
 }
 
-/// Certificates by server name, for SNI. Immutable and shared by every worker; lookups are
-/// two hash probes. A name no certificate covers gets the first certificate (the default).
-#[derive(Debug)]
-pub struct CertStore {
-    keys: Vec<Arc<CertifiedKey>>,
-    exact: HashMap<String, usize>,
-    /// `.example.com` → certificate, for `*.example.com`.
-    wildcard: HashMap<String, usize>,
+/// One certificate to load: its chain and key files, how the user named them, and optionally
+/// an OCSP response to staple and names that replace the certificate's own.
+#[derive(Debug, Clone)]
+pub struct CertSpec {
+    pub cert: (String, PathBuf),
+    pub key: (String, PathBuf),
+    /// An OCSP response file given for it.
+    pub ocsp: Option<(String, PathBuf)>,
+    /// Without an explicit one, staple `<cert file>.ocsp` when that file exists (HAProxy's
+    /// convention, so a directory of certificates brings its responses along).
+    pub ocsp_beside: bool,
+    pub names: Option<Vec<HostMatch>>,
+    /// The label of this certificate in messages.
+    pub source: String,
 }
 
-impl CertStore {
-    /// `entries`: each certificate with the names it serves; on overlaps the first wins.
-    pub fn new(entries: Vec<(Arc<CertifiedKey>, Vec<HostMatch>)>) -> CertStore {
-        let mut store = CertStore {
-            keys: Vec::new(),
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-        };
-        for (i, (key, names)) in entries.into_iter().enumerate() {
-            store.keys.push(key);
-            for name in names {
-                match name {
-                    HostMatch::Exact(n) => {
-                        store.exact.entry(n).or_insert(i);
-                    }
-                    HostMatch::Wildcard(suffix) => {
-                        store.wildcard.entry(suffix).or_insert(i);
-                    }
-                    HostMatch::Any => {}
-                }
+impl CertSpec {
+    /// A certificate from `--cert`/`--key` or one combined PEM file.
+    pub fn files(cert: (String, PathBuf), key: (String, PathBuf)) -> CertSpec {
+        let source = format!("{} {}", cert.0, cert.1.display());
+        CertSpec {
+            cert,
+            key,
+            ocsp: None,
+            ocsp_beside: true,
+            names: None,
+            source,
+        }
+    }
+}
+
+/// Loads many certificates, spread over the CPUs (10,000 certificates load in seconds, not
+/// minutes); the result keeps the order of `specs`. The first failure, in order, is returned.
+pub fn load_all(specs: &[CertSpec], provider: &CryptoProvider) -> Result<Vec<CertEntry>, String> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(specs.len().div_ceil(64))
+        .max(1);
+    let chunk = specs.len().div_ceil(threads).max(1);
+    let results: Vec<Result<Vec<CertEntry>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|s| load_spec(s, provider)).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("certificate loader panicked".into()))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(specs.len());
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+fn load_spec(spec: &CertSpec, provider: &CryptoProvider) -> Result<CertEntry, String> {
+    let file = |(label, path): &(String, PathBuf)| (label.clone(), path.clone());
+    let (cl, cp) = file(&spec.cert);
+    let (kl, kp) = file(&spec.key);
+    let mut key = load(
+        PemFile {
+            label: &cl,
+            path: &cp,
+        },
+        PemFile {
+            label: &kl,
+            path: &kp,
+        },
+        provider,
+    )?;
+    let ocsp = match &spec.ocsp {
+        Some((label, path)) => Some(read_ocsp(label, path)?),
+        None if spec.ocsp_beside => {
+            let mut beside = cp.clone().into_os_string();
+            beside.push(".ocsp");
+            let beside = PathBuf::from(beside);
+            match beside.exists() {
+                true => Some(read_ocsp("OCSP response", &beside)?),
+                false => None,
             }
         }
-        store
+        None => None,
+    };
+    if let Some(ocsp) = ocsp {
+        let mut ck = (*key).clone();
+        ck.ocsp = Some(ocsp);
+        key = Arc::new(ck);
     }
+    let names = match &spec.names {
+        Some(n) => n.clone(),
+        None => names(&key),
+    };
+    Ok(CertEntry {
+        key,
+        names,
+        source: spec.source.clone(),
+    })
+}
 
-    /// One certificate for every name.
-    pub fn single(key: Arc<CertifiedKey>) -> CertStore {
-        CertStore::new(vec![(key, Vec::new())])
+/// An OCSP response (DER) to staple. Only its outer shape is checked — a DER `OCSPResponse`
+/// whose status is `successful` — since the client verifies the rest.
+pub fn read_ocsp(label: &str, path: &Path) -> Result<Vec<u8>, String> {
+    let der =
+        std::fs::read(path).map_err(|e| format!("cannot read {label} {}: {e}", path.display()))?;
+    match ocsp_status(&der) {
+        Some(0) => Ok(der),
+        Some(s) => Err(format!(
+            "{label} {}: the OCSP response status is {s}, not successful (0)",
+            path.display()
+        )),
+        None => Err(format!(
+            "{label} {}: not a DER OCSP response",
+            path.display()
+        )),
     }
+}
 
-    /// The certificate for a (lower-case) server name.
-    pub fn select(&self, name: Option<&str>) -> usize {
-        let Some(name) = name else { return 0 };
-        if let Some(&i) = self.exact.get(name) {
-            return i;
+/// `OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED, ... }`: the status, if `der` has
+/// that shape and its outer length is exact.
+fn ocsp_status(der: &[u8]) -> Option<u8> {
+    let (&tag, rest) = der.split_first()?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (len, body) = der_len(rest)?;
+    if body.len() != len {
+        return None;
+    }
+    match body {
+        [0x0a, 0x01, status, ..] => Some(*status),
+        _ => None,
+    }
+}
+
+/// A DER definite length and what follows it.
+fn der_len(b: &[u8]) -> Option<(usize, &[u8])> {
+    let (&first, rest) = b.split_first()?;
+    if first < 0x80 {
+        return Some((first as usize, rest));
+    }
+    let n = (first & 0x7f) as usize;
+    if n == 0 || n > 4 || rest.len() < n {
+        return None;
+    }
+    let len = rest[..n]
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | b as usize);
+    Some((len, &rest[n..]))
+}
+
+/// The `*.pem` files of a directory, sorted by name (so the default, the first, is stable).
+pub fn pem_files_in(label: &str, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let read = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {label} {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in read {
+        let path = entry
+            .map_err(|e| format!("cannot read {label} {}: {e}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|x| x == "pem") && path.is_file() {
+            files.push(path);
         }
-        name.find('.')
-            .and_then(|dot| self.wildcard.get(&name[dot..]))
-            .copied()
-            .unwrap_or(0)
     }
-
-    pub fn key(&self, index: usize) -> &Arc<CertifiedKey> {
-        &self.keys[index]
+    files.sort();
+    if files.is_empty() {
+        return Err(format!(
+            "{label} {}: no *.pem file in this directory",
+            dir.display()
+        ));
     }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
+    Ok(files)
 }
 
 // The file may hold a private key: keep it in a buffer that is wiped on drop.
@@ -228,51 +340,6 @@ mod tests {
             };
             load(pem, pem, &provider()).unwrap();
         }
-    }
-
-    fn key_for(names: &[&str]) -> Arc<CertifiedKey> {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let cert = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        from_der(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            &provider(),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn sni_picks_the_certificate_that_names_the_host() {
-        let a = key_for(&["a.example", "www.a.example"]);
-        let b = key_for(&["*.b.example", "b.example"]);
-        assert_eq!(
-            names(&b),
-            vec![
-                HostMatch::Wildcard(".b.example".into()),
-                HostMatch::Exact("b.example".into())
-            ]
-        );
-        let store = CertStore::new(vec![(a.clone(), names(&a)), (b.clone(), names(&b))]);
-        assert_eq!(store.select(Some("a.example")), 0);
-        assert_eq!(store.select(Some("www.a.example")), 0);
-        assert_eq!(store.select(Some("b.example")), 1);
-        assert_eq!(store.select(Some("shop.b.example")), 1);
-        assert_eq!(
-            store.select(Some("deep.shop.b.example")),
-            0,
-            "wildcards cover one label"
-        );
-        assert_eq!(
-            store.select(Some("unknown.org")),
-            0,
-            "the first certificate is the default"
-        );
-        assert_eq!(store.select(None), 0);
-        assert!(Arc::ptr_eq(store.key(1), &b));
     }
 
     #[test]

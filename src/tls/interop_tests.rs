@@ -27,9 +27,9 @@ fn server_and_roots() -> (ServerTls, RootCertStore) {
     .unwrap();
     let server = ServerTls::new(
         &TlsSettings {
-            certs: Arc::new(certs::CertStore::single(ck)),
             alpn: vec![b"http/1.1".to_vec()],
             tickets: Some(Arc::new(super::tickets::MasterSecret::random().unwrap())),
+            ..TlsSettings::new(certs::CertStore::single(ck))
         },
         None,
     )

@@ -3,8 +3,11 @@
 //! engine (buffered or unbuffered rustls, kTLS later) can change without touching the proxy.
 
 pub mod certs;
+pub mod hello;
+pub mod policy;
 pub mod record;
 mod session;
+pub mod store;
 pub mod tickets;
 
 #[cfg(test)]
@@ -37,6 +40,24 @@ pub struct TlsSettings {
     /// Session resumption: stateless tickets keyed from this secret (TLS 1.3 and 1.2) plus a
     /// per-worker TLS 1.2 session-ID cache. `None` turns resumption off.
     pub tickets: Option<Arc<tickets::MasterSecret>>,
+    /// Versions, suites and groups offered.
+    pub policy: policy::Policy,
+    /// Refuse a server name no certificate covers (`unrecognized_name`) instead of answering
+    /// with the default certificate.
+    pub strict_sni: bool,
+}
+
+impl TlsSettings {
+    /// The defaults around a certificate store: no ALPN, no resumption, rustls's policy.
+    pub fn new(certs: certs::CertStore) -> TlsSettings {
+        TlsSettings {
+            certs: Arc::new(certs),
+            alpn: Vec::new(),
+            tickets: None,
+            policy: policy::Policy::default(),
+            strict_sni: false,
+        }
+    }
 }
 
 /// One worker's TLS server side. Each worker builds its own so that the session cache behind it
@@ -70,11 +91,14 @@ impl ServerTls {
 }
 
 fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut cfg = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    let mut cfg = ServerConfig::builder_with_provider(settings.policy.provider.clone())
+        .with_protocol_versions(&settings.policy.versions)
         .map_err(TlsError::Protocol)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni(settings.certs.clone())));
+        .with_cert_resolver(Arc::new(BySni {
+            store: settings.certs.clone(),
+            strict: settings.strict_sni,
+        }));
     cfg.alpn_protocols = settings.alpn.clone();
     // After the handshake tern protects records itself (see `record`).
     cfg.enable_secret_extraction = true;
@@ -91,15 +115,33 @@ fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> 
     Ok(Arc::new(cfg))
 }
 
-/// Picks the certificate by the client's server name (SNI), and notes the name for the session.
+/// Picks the certificate by the client's server name (SNI) and signature schemes, and notes
+/// the name for the session.
 #[derive(Debug)]
-struct BySni(Arc<certs::CertStore>);
+struct BySni {
+    store: Arc<certs::CertStore>,
+    strict: bool,
+}
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name().map(str::to_ascii_lowercase);
-        let key = self.0.key(self.0.select(sni.as_deref())).clone();
-        session::record_hello_sni(sni);
+        let group = match self.store.lookup(sni.as_deref()) {
+            Some(g) => g,
+            None if self.strict => {
+                session::record_resolved(session::Resolved {
+                    sni,
+                    unrecognized: true,
+                });
+                return None;
+            }
+            None => self.store.group_for(None),
+        };
+        let key = self.store.pick(group, hello.signature_schemes()).clone();
+        session::record_resolved(session::Resolved {
+            sni,
+            unrecognized: false,
+        });
         Some(key)
     }
 }

@@ -13,6 +13,7 @@ use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError};
 use rustls::{ConnectionTrafficSecrets, ServerConfig};
 
+use super::hello::{self, Hello, Peek};
 use super::record::{self, Opener, RecordError, Sealer, Version};
 
 /// Why a TLS session failed; the cause is kept whole so it reaches the log line.
@@ -57,16 +58,27 @@ pub struct SessionInfo {
     pub resumed: bool,
 }
 
-thread_local! {
-    /// The SNI of the ClientHello being processed on this thread. The certificate resolver
-    /// records it (rustls' unbuffered server does not expose it); `Accepting::step` collects it
-    /// right after the synchronous rustls call in which the resolver ran.
-    static HELLO_SNI: RefCell<Option<String>> = const { RefCell::new(None) };
+/// What the certificate resolver saw of the ClientHello being processed on this thread.
+#[derive(Debug, Default)]
+pub(super) struct Resolved {
+    pub sni: Option<String>,
+    /// `--strict-sni` refused the name: the client is told `unrecognized_name`.
+    pub unrecognized: bool,
 }
 
-pub(super) fn record_hello_sni(sni: Option<String>) {
-    HELLO_SNI.with(|s| *s.borrow_mut() = sni);
+thread_local! {
+    /// Filled by the certificate resolver (rustls' unbuffered server exposes neither the name
+    /// nor the refusal); `Accepting::step` collects it right after the synchronous rustls call
+    /// in which the resolver ran.
+    static RESOLVED: RefCell<Option<Resolved>> = const { RefCell::new(None) };
 }
+
+pub(super) fn record_resolved(r: Resolved) {
+    RESOLVED.with(|s| *s.borrow_mut() = Some(r));
+}
+
+/// A fatal `unrecognized_name` alert in a plaintext record (sent before any key exists).
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 112];
 
 /// What to do after [`Accepting::step`].
 #[derive(Debug, PartialEq, Eq)]
@@ -89,7 +101,13 @@ pub struct Accepting {
     /// Application data rustls decrypted before the hand-over (sent in the same flight as the
     /// client's Finished).
     early: Vec<u8>,
+    /// The name the certificate resolver saw (full handshakes only).
     sni: Option<String>,
+    /// The ClientHello as tern read it before rustls (`None` until it is all here, or when it
+    /// could not be read; rustls then has the last word).
+    hello: Option<Hello>,
+    hello_done: bool,
+    unrecognized: bool,
 }
 
 impl Accepting {
@@ -98,7 +116,31 @@ impl Accepting {
             conn: UnbufferedServerConnection::new(config.clone()).map_err(TlsError::Protocol)?,
             early: Vec::new(),
             sni: None,
+            hello: None,
+            hello_done: false,
+            unrecognized: false,
         })
+    }
+
+    /// The client's first flight as tern read it, once it is all here: its server name and
+    /// whether it tries to resume.
+    pub fn hello(&self) -> Option<&Hello> {
+        self.hello.as_ref()
+    }
+
+    /// Reads the ClientHello from the bytes not yet given to rustls (which may change them).
+    fn peek_hello(&mut self, incoming: &[u8]) {
+        if self.hello_done {
+            return;
+        }
+        match hello::peek(incoming) {
+            Peek::Incomplete => {}
+            Peek::NotHello => self.hello_done = true,
+            Peek::Hello(h) => {
+                self.hello = Some(h);
+                self.hello_done = true;
+            }
+        }
     }
 
     /// Advances the handshake over the received, not yet consumed bytes in `incoming`
@@ -120,9 +162,11 @@ impl Accepting {
             if produced > 0 && out.len() - produced < MAX_CHUNK {
                 return Ok((consumed, Step::Send(produced)));
             }
+            self.peek_hello(&incoming[consumed..]);
             let status = self.conn.process_tls_records(&mut incoming[consumed..]);
-            if let Some(sni) = HELLO_SNI.with(|s| s.borrow_mut().take()) {
-                self.sni = Some(sni);
+            if let Some(r) = RESOLVED.with(|s| s.borrow_mut().take()) {
+                self.sni = r.sni;
+                self.unrecognized = r.unrecognized;
             }
             let discard = status.discard;
             let state = status.state.map_err(TlsError::Protocol)?;
@@ -186,6 +230,11 @@ impl Accepting {
 
     /// After a failed `step`: the alert rustls queued, encoded into `out` (best effort).
     pub fn alert(&mut self, out: &mut [u8]) -> usize {
+        if self.unrecognized {
+            // rustls would say access_denied; RFC 6066 §3 wants unrecognized_name.
+            out[..UNRECOGNIZED_NAME_ALERT.len()].copy_from_slice(&UNRECOGNIZED_NAME_ALERT);
+            return UNRECOGNIZED_NAME_ALERT.len();
+        }
         let mut produced = 0;
         for _ in 0..4 {
             let status = self.conn.process_tls_records(&mut []);
@@ -222,6 +271,8 @@ impl Accepting {
             suite: suite
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default(),
+            // rustls asks the certificate resolver on resumptions too, so this is always set
+            // when the client sent a name (tests/routing.rs checks resumed sessions route).
             sni: self.sni,
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -127,6 +128,24 @@ impl Tern {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits until at least `n` log lines contain `needle`.
+    pub fn wait_for_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self
+                .log_text()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .count()
+                >= n
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -280,11 +299,20 @@ pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
 /// Connects and completes the handshake, with read/write timeouts on the socket.
 pub fn connect(addr: SocketAddr, cfg: &Arc<ClientConfig>) -> std::io::Result<TlsStream> {
+    connect_as(addr, cfg, "localhost")
+}
+
+/// Connects asking for server name `name`.
+pub fn connect_as(
+    addr: SocketAddr,
+    cfg: &Arc<ClientConfig>,
+    name: &str,
+) -> std::io::Result<TlsStream> {
     let tcp = TcpStream::connect_timeout(&addr, WAIT)?;
     tcp.set_read_timeout(Some(WAIT))?;
     tcp.set_write_timeout(Some(WAIT))?;
-    let conn = ClientConnection::new(cfg.clone(), ServerName::try_from("localhost").unwrap())
-        .map_err(std::io::Error::other)?;
+    let name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
+    let conn = ClientConnection::new(cfg.clone(), name).map_err(std::io::Error::other)?;
     let mut s = StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock)?;
