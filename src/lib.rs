@@ -1,7 +1,8 @@
 //! tern: a thread-per-core TLS termination proxy for Linux.
 //!
 //! Layers, each importing only those below it: `cli`/`config` (arguments → checked config),
-//! `control` (threads, signals), `worker` (pinned runtime, listeners, limits, drain), `proxy`
+//! `control` (threads, signals), `metrics` (the exposition and health endpoint, read from
+//! outside the workers), `worker` (pinned runtime, listeners, limits, drain), `proxy`
 //! (per-connection loops), and the sans-IO `tls` and `http` layers; `stats` and `util` are
 //! leaves any layer may use.
 
@@ -11,6 +12,7 @@ pub mod control;
 pub mod demo;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod privileges;
 pub mod proxy;
 pub mod route;
