@@ -1,6 +1,7 @@
 //! The control thread: raises limits, binds the listeners, starts one pinned worker per CPU,
 //! then waits for signals. TERM/INT drain (a second one exits at once); it talks to workers by
-//! message only and reads their counters for its log lines.
+//! message only and reads their counters for its log lines. With `--metrics` it also runs the
+//! metrics thread and tells it the process's health.
 
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
@@ -12,7 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::cli::MaxConns;
 use crate::config::Config;
-use crate::stats::{Totals, WorkerStats};
+use crate::metrics::{self, Health};
+use crate::stats::{Registry, Totals, WorkerStats};
 use crate::worker::{self, Control, Driver};
 
 /// Why tern could not run: a bad configuration (exit 2) or a runtime failure (exit 1).
@@ -190,6 +192,9 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
         }
     };
     let (bound, mut listeners) = bind_all(&cfg.listen, n)?;
+    let registry = Arc::new(Registry::new(n));
+    let health = Health::default();
+    let _metrics = start_metrics(&cfg, &registry, &health)?;
     // Listeners are bound and keys loaded: nothing left needs root.
     match &cfg.user {
         Some(user) => {
@@ -203,7 +208,7 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
         }
         None => {}
     }
-    let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::new(WorkerStats::default())).collect();
+    let stats = registry.workers();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -256,9 +261,33 @@ pub fn run(cfg: Config, on_ready: impl FnOnce(&[SocketAddr])) -> Result<(), RunE
     for pool in cfg.pools.iter() {
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
+    health.set_ready();
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
     on_ready(&bound);
-    supervise(handles, &controls, &stats, cfg.drain_timeout)
+    supervise(handles, &controls, stats, cfg.drain_timeout, &health)
+}
+
+/// Binds `--metrics` (before privileges drop, as the listeners are) and starts its thread, so
+/// `/readyz` answers 503 while the workers start.
+fn start_metrics(
+    cfg: &Config,
+    registry: &Arc<Registry>,
+    health: &Health,
+) -> Result<Option<metrics::Server>, RunError> {
+    let Some(addr) = cfg.metrics else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| RunError::Config(format!("--metrics {addr}: cannot listen: {e}")))?;
+    let state = Arc::new(metrics::State {
+        registry: registry.clone(),
+        process: metrics::Process::new(cfg.cpus.len(), cfg.settings.http.enabled, &cfg.tls),
+        health: health.clone(),
+    });
+    let server = metrics::Server::start(listener, state)
+        .map_err(|e| RunError::Runtime(format!("cannot start the metrics thread: {e}")))?;
+    info!("metrics on {}", server.local_addr());
+    Ok(Some(server))
 }
 
 fn stop_all(controls: &[flume::Sender<Control>]) {
@@ -272,6 +301,7 @@ fn supervise(
     controls: &[flume::Sender<Control>],
     stats: &[Arc<WorkerStats>],
     drain_timeout: Duration,
+    health: &Health,
 ) -> Result<(), RunError> {
     let mut draining = false;
     let mut failed = false;
@@ -284,6 +314,7 @@ fn supervise(
                     std::process::exit(1);
                 }
                 _ => {
+                    health.set_draining();
                     let open = Totals::sum(stats.iter().map(|s| &**s)).open;
                     info!(
                         open,
@@ -300,6 +331,7 @@ fn supervise(
         }
         if !draining && handles.iter().any(|h| h.is_finished()) {
             error!("a worker stopped unexpectedly; shutting down");
+            health.set_draining();
             failed = true;
             draining = true;
             stop_all(controls);
