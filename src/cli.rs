@@ -221,6 +221,10 @@ pub struct Tuning {
     /// [default: off].
     #[arg(long, value_name = "FILE|-")]
     pub access_log: Option<String>,
+    /// Serve Prometheus metrics (/metrics), /healthz and /readyz over plain HTTP on ADDR, e.g.
+    /// 127.0.0.1:9100. Keep it on loopback or a private address: it has no authentication.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// Run as this user once listeners are bound and keys loaded (when started as root).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,

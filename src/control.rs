@@ -13,7 +13,8 @@ use tracing::{error, info, warn};
 use crate::cli::MaxConns;
 use crate::config::Config;
 use crate::generation::Generation;
-use crate::stats::{Totals, WorkerStats};
+use crate::metrics::{self, Health};
+use crate::stats::{Registry, Totals, WorkerStats};
 use crate::worker::{self, Control, Driver};
 
 /// Why tern could not run: a bad configuration (exit 2) or a runtime failure (exit 1).
@@ -199,6 +200,9 @@ pub fn run(
         }
     };
     let (bound, mut listeners) = bind_all(&cfg.generation.listen, n)?;
+    let registry = Arc::new(Registry::new(n));
+    let health = Health::default();
+    let metrics = start_metrics(&cfg, &registry, &health)?;
     // Listeners are bound and keys loaded: nothing left needs root.
     match &cfg.user {
         Some(user) => {
@@ -212,7 +216,7 @@ pub fn run(
         }
         None => {}
     }
-    let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::new(WorkerStats::default())).collect();
+    let stats = registry.workers().to_vec();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -263,6 +267,7 @@ pub fn run(
     for pool in cfg.generation.pools.iter() {
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
+    health.set_ready();
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
     on_ready(&bound);
     let state = Supervisor {
@@ -270,8 +275,36 @@ pub fn run(
         stats,
         drain_timeout: cfg.drain_timeout,
         generation: cfg.generation.clone(),
+        health,
+        metrics,
     };
     state.supervise(handles, reload)
+}
+/// Binds `--metrics` (before privileges drop, as the listeners are) and starts its thread, so
+/// `/readyz` answers 503 while the workers start.
+fn start_metrics(
+    cfg: &Config,
+    registry: &Arc<Registry>,
+    health: &Health,
+) -> Result<Option<metrics::Server>, RunError> {
+    let Some(addr) = cfg.metrics else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| RunError::Config(format!("--metrics {addr}: cannot listen: {e}")))?;
+    let state = Arc::new(metrics::State {
+        registry: registry.clone(),
+        process: metrics::Process::new(
+            cfg.cpus.len(),
+            cfg.settings.http.enabled,
+            &cfg.generation.tls,
+        ),
+        health: health.clone(),
+    });
+    let server = metrics::Server::start(listener, state)
+        .map_err(|e| RunError::Runtime(format!("cannot start the metrics thread: {e}")))?;
+    info!("metrics on {}", server.local_addr());
+    Ok(Some(server))
 }
 
 fn stop_all(controls: &[flume::Sender<Control>]) {
@@ -287,6 +320,8 @@ struct Supervisor {
     drain_timeout: Duration,
     /// The generation in service.
     generation: Arc<Generation>,
+    health: Health,
+    metrics: Option<metrics::Server>,
 }
 
 impl Supervisor {
@@ -307,6 +342,7 @@ impl Supervisor {
                         std::process::exit(1);
                     }
                     _ => {
+                        self.health.set_draining();
                         let open = Totals::sum(self.stats.iter().map(|s| &**s)).open;
                         info!(
                             open,
@@ -323,6 +359,7 @@ impl Supervisor {
             }
             if !draining && handles.iter().any(|h| h.is_finished()) {
                 error!("a worker stopped unexpectedly; shutting down");
+                self.health.set_draining();
                 failed = true;
                 draining = true;
                 stop_all(&self.controls);
@@ -402,6 +439,9 @@ impl Supervisor {
             }
         }
         if switched == self.controls.len() {
+            if let Some(m) = &self.metrics {
+                m.state().process.reload_succeeded(&next.tls);
+            }
             info!(
                 generation = next.id,
                 certificates = next.tls.certs.len(),
@@ -410,6 +450,7 @@ impl Supervisor {
                 started.elapsed().as_millis()
             );
         } else {
+            self.reload_failed();
             error!(
                 generation = next.id,
                 "reload reached {switched} of {} workers",
@@ -417,6 +458,12 @@ impl Supervisor {
             );
         }
         self.generation = next;
+    }
+
+    fn reload_failed(&self) {
+        if let Some(m) = &self.metrics {
+            m.state().process.reload_failed();
+        }
     }
 }
 

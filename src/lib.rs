@@ -1,7 +1,8 @@
 //! tern: a thread-per-core TLS termination proxy for Linux.
 //!
 //! Layers, each importing only those below it: `cli`/`config` (arguments → checked config),
-//! `control` (threads, signals), `worker` (pinned runtime, listeners, limits, drain), `proxy`
+//! `control` (threads, signals), `metrics` (the exposition and health endpoint, read from
+//! outside the workers), `worker` (pinned runtime, listeners, limits, drain), `proxy`
 //! (per-connection loops), `backend` (pools, balancing, health), the immutable `generation` a
 //! reload replaces, and the sans-IO `tls` and `http` layers; `stats` and `util` are leaves any
 //! layer may use.
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod generation;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod privileges;
 pub mod proxy;
 pub mod route;

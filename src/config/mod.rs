@@ -45,6 +45,8 @@ pub struct Config {
     pub access_log: Option<Arc<AccessLogTarget>>,
     /// Who to become after binding (`--user`).
     pub user: Option<crate::privileges::User>,
+    /// Where to serve metrics and the health endpoints (`--metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A refusal to start, one line.
@@ -168,6 +170,11 @@ impl Config {
                 Some(Arc::new(AccessLogTarget::File(file)))
             }
         };
+        let metrics = t
+            .metrics
+            .as_deref()
+            .map(|m| parse_addr("--metrics", m))
+            .transpose()?;
         let user = match &t.user {
             None => None,
             Some(name) => Some(crate::privileges::lookup(name)?),
@@ -230,6 +237,7 @@ impl Config {
             drain_timeout: t.drain_timeout,
             access_log,
             user,
+            metrics,
         })
     }
 }
@@ -369,11 +377,16 @@ pub fn parse_all_listen(list: &[String]) -> Result<Vec<SocketAddr>, ConfigError>
 
 /// `HOST:PORT`, `[v6]:PORT`, or `:PORT` / `*:PORT` for every IPv4 address.
 pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    parse_addr("--listen", text)
+}
+
+/// An address to bind for `flag`, in the forms of [`parse_listen`].
+pub fn parse_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     let full = match text.strip_prefix('*').unwrap_or(text) {
         t if t.starts_with(':') => format!("0.0.0.0{t}"),
         t => t.to_string(),
     };
-    resolve("--listen", &full).map_err(|e| ConfigError(e.0.replace(&full, text)))
+    resolve(flag, &full).map_err(|e| ConfigError(e.0.replace(&full, text)))
 }
 
 /// Resolves `HOST:PORT` once, at start-up (the first address wins).

@@ -172,6 +172,13 @@ fn build_checks_tuning() {
         e.0.starts_with("cannot read --ticket-key-file /nonexistent/k"),
         "{e}"
     );
+    assert_eq!(build(&[]).unwrap().metrics, None);
+    let cfg = build(&["--metrics", "127.0.0.1:9100"]).unwrap();
+    assert_eq!(cfg.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+    let cfg = build(&["--metrics", ":9100"]).unwrap();
+    assert_eq!(cfg.metrics, Some("0.0.0.0:9100".parse().unwrap()));
+    let e = build(&["--metrics", "9100"]).unwrap_err();
+    assert!(e.0.starts_with("--metrics 9100: expected HOST:PORT"), "{e}");
 }
 
 #[test]

@@ -73,6 +73,62 @@ pub fn names(key: &CertifiedKey) -> Vec<HostMatch> {
         .collect()
 }
 
+/// What an operator wants to know of a loaded certificate (for metrics): the names it covers
+/// (DNS and IP subject alternative names, or the subject CN when it has none), when it expires
+/// (notAfter, Unix seconds) and its key type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    pub names: Vec<String>,
+    pub not_after: i64,
+    pub key_type: &'static str,
+}
+
+/// Reads the leaf certificate of `key`. A certificate that got this far was accepted by rustls,
+/// so a parse failure here is unexpected; it is reported rather than guessed around.
+pub fn summary(key: &CertifiedKey) -> Result<CertSummary, String> {
+    use x509_parser::extensions::GeneralName;
+    let leaf = key.cert.first().ok_or("empty certificate chain")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) => names.push(n.to_string()),
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_string),
+        );
+    }
+    let key_type = match key.key.algorithm() {
+        rustls::SignatureAlgorithm::ECDSA => "ecdsa",
+        rustls::SignatureAlgorithm::RSA => "rsa",
+        rustls::SignatureAlgorithm::ED25519 => "ed25519",
+        rustls::SignatureAlgorithm::ED448 => "ed448",
+        _ => "other",
+    };
+    Ok(CertSummary {
+        names,
+        not_after: cert.validity().not_after.timestamp(),
+        key_type,
+    })
+}
+
 /// One certificate to load: its chain and key files, how the user named them, and optionally
 /// an OCSP response to staple and names that replace the certificate's own.
 #[derive(Debug, Clone)]
@@ -340,6 +396,37 @@ mod tests {
             };
             load(pem, pem, &provider()).unwrap();
         }
+    }
+
+    #[test]
+    fn summary_reads_names_expiry_and_key_type() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["a.example".into(), "127.0.0.1".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 4);
+        let cert = params.self_signed(&key).unwrap();
+        let ck = from_der(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            &provider(),
+        )
+        .unwrap();
+        let s = summary(&ck).unwrap();
+        assert_eq!(s.names, ["a.example", "127.0.0.1"]);
+        assert_eq!(s.not_after, 1_935_619_200, "2031-05-04T00:00:00Z");
+        assert_eq!(s.key_type, "ed25519");
+        let ec = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x.example".into()])
+            .unwrap()
+            .self_signed(&ec)
+            .unwrap();
+        let ck = from_der(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ec.serialize_der().into()),
+            &provider(),
+        )
+        .unwrap();
+        assert_eq!(summary(&ck).unwrap().key_type, "ecdsa");
     }
 
     #[test]
