@@ -208,6 +208,10 @@ pub struct Tuning {
     /// http mode: time a client has to send a whole request head once it began (408 after).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
     pub header_timeout: Duration,
+    /// http mode: longest wait for the next bytes of a request body (408 after, or the
+    /// connection closed once the response has begun).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
+    pub body_timeout: Duration,
     /// http mode: time a backend has to start its response (504 after).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
     pub backend_timeout: Duration,

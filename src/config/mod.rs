@@ -150,6 +150,7 @@ impl Config {
         }
         for (flag, d) in [
             ("--header-timeout", t.header_timeout),
+            ("--body-timeout", t.body_timeout),
             ("--backend-timeout", t.backend_timeout),
         ] {
             if d.is_zero() {
@@ -226,6 +227,7 @@ impl Config {
                     },
                     max_body: t.max_body_bytes,
                     header_timeout: t.header_timeout,
+                    body_timeout: t.body_timeout,
                     backend_timeout: t.backend_timeout,
                     forward: ForwardPolicy {
                         trust_client: t.trust_forwarded,

@@ -164,7 +164,7 @@ impl Http<'_> {
                 HeadRead::Refuse(status, why) => {
                     debug!(peer = %self.peer, status, "http: refused: {why}");
                     self.log_refused_head(reader.plaintext(), status);
-                    self.answer(status).await;
+                    self.answer(status, client).await;
                     return None;
                 }
             }
@@ -200,7 +200,7 @@ impl Http<'_> {
                 Ok(pool) => pool,
                 Err(status) => {
                     self.log(&req, status, 0, None, started);
-                    self.answer(status).await;
+                    self.answer(status, client).await;
                     return None;
                 }
             };
@@ -250,7 +250,7 @@ impl Http<'_> {
                         }
                         debug!(peer = %self.peer, status, "http: {why}");
                         self.log(&req, status, 0, backend.as_ref().map(|b| b.0), started);
-                        self.answer(status).await;
+                        self.answer(status, client).await;
                         return None;
                     }
                     Exchange::Broken(why) => {
@@ -447,8 +447,8 @@ impl Http<'_> {
     }
 
     /// Streams the request body from the client to the backend. Errors are the status to
-    /// answer (400 for broken framing, 413 over the limit); a client that goes away is 400 too
-    /// (the answer will not be read).
+    /// answer (400 for broken framing, 413 over the limit, 408 for a pause longer than
+    /// `--body-timeout`); a client that goes away is 400 too (the answer will not be read).
     async fn request_body(
         &self,
         req: &Request,
@@ -460,14 +460,12 @@ impl Http<'_> {
         let ctx = self.ctx;
         // The limit counts body data only (not chunk framing): 413 past it.
         let mut scanner = BodyScanner::with_limit(req.body, ctx.settings.http.max_body);
-        let idle = ctx
-            .settings
-            .idle_timeout
-            .unwrap_or(Duration::from_secs(24 * 3600));
+        let wait = ctx.settings.http.body_timeout;
         while !scanner.done() {
             if reader.plaintext().is_empty() {
-                match monoio::time::timeout(idle, reader.fill(client, &self.out)).await {
+                match monoio::time::timeout(wait, reader.fill(client, &self.out)).await {
                     Ok(Ok(n)) if n > 0 => {}
+                    Err(_) => return Err(408),
                     _ => return Err(400),
                 }
             }
@@ -654,12 +652,14 @@ impl Http<'_> {
         }
     }
 
-    /// tern's own answer, then the end of the connection.
-    async fn answer(&self, status: u16) {
+    /// tern's own answer, then the end of the connection: close_notify and FIN, then a
+    /// lingering close, so that what the client is still sending cannot turn into a reset that
+    /// makes it lose the answer.
+    async fn answer(&self, status: u16, client: &mut Half) {
         let mut out = Vec::new();
         forward::error_response(status, &mut out);
-        if self.out.send(&out).await.is_ok() {
-            let _ = self.out.close().await;
+        if self.out.send(&out).await.is_ok() && self.out.close().await.is_ok() {
+            super::linger::drain(client, &self.ctx.bufs).await;
         }
     }
 

@@ -6,6 +6,7 @@ mod bufpool;
 mod handshake;
 pub mod l4;
 mod l7;
+mod linger;
 mod pump;
 mod split;
 mod tlsio;
@@ -61,6 +62,8 @@ pub struct HttpSettings {
     pub max_body: Option<u64>,
     /// Time a client has to send a whole request head once it started (408 after).
     pub header_timeout: Duration,
+    /// Longest wait for more of a request body (408 after).
+    pub body_timeout: Duration,
     /// Time a backend has to start its response (504 after).
     pub backend_timeout: Duration,
     pub forward: crate::http::ForwardPolicy,
@@ -73,6 +76,7 @@ impl Default for HttpSettings {
             limits: crate::http::Limits::default(),
             max_body: None,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             backend_timeout: Duration::from_secs(60),
             forward: crate::http::ForwardPolicy::default(),
         }
