@@ -212,6 +212,12 @@ pub fn run(
         }
         None => {}
     }
+    // Before the sandbox, which may not let the notify socket be reached afterwards; and
+    // before the workers start, since Landlock covers only threads started after it.
+    crate::sys::notify::connect();
+    if cfg.sandbox {
+        crate::sys::landlock::confine(&cfg.files_read, &cfg.files_written);
+    }
     let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::new(WorkerStats::default())).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();
@@ -264,6 +270,7 @@ pub fn run(
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
+    crate::sys::notify::ready();
     on_ready(&bound);
     let state = Supervisor {
         controls,
@@ -300,7 +307,12 @@ impl Supervisor {
         loop {
             if let Some(sig) = wait_signal(Duration::from_millis(200)) {
                 match sig {
-                    libc::SIGHUP if !draining => self.reload(reload),
+                    libc::SIGHUP if !draining => {
+                        // Done or refused, the service manager hears READY=1 after it.
+                        crate::sys::notify::reloading();
+                        self.reload(reload);
+                        crate::sys::notify::ready();
+                    }
                     libc::SIGHUP => {}
                     _ if draining => {
                         warn!("second signal: exiting now without waiting for open connections");
@@ -314,6 +326,7 @@ impl Supervisor {
                             crate::util::duration::show(self.drain_timeout)
                         );
                         draining = true;
+                        crate::sys::notify::stopping();
                         stop_all(&self.controls);
                     }
                 }
@@ -325,6 +338,7 @@ impl Supervisor {
                 error!("a worker stopped unexpectedly; shutting down");
                 failed = true;
                 draining = true;
+                crate::sys::notify::stopping();
                 stop_all(&self.controls);
             }
         }

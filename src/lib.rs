@@ -4,7 +4,7 @@
 //! `control` (threads, signals), `worker` (pinned runtime, listeners, limits, drain), `proxy`
 //! (per-connection loops), `backend` (pools, balancing, health), the immutable `generation` a
 //! reload replaces, and the sans-IO `tls` and `http` layers; `stats` and `util` are leaves any
-//! layer may use.
+//! layer may use, and so is `sys` (service-manager notification, self-confinement).
 
 pub mod backend;
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod route;
 pub mod stats;
+pub mod sys;
 pub mod tls;
 pub mod util;
 pub mod worker;
