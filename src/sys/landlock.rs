@@ -105,6 +105,9 @@ pub fn confine(read_paths: &[PathBuf], write_paths: &[PathBuf]) -> Outcome {
         Err(e) => Outcome::Failed(e),
     };
     let show = |v: &[PathBuf]| {
+        if v.is_empty() {
+            return "(none)".to_string();
+        }
         v.iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
