@@ -72,7 +72,10 @@ fn layout(root: &Path) -> Layout {
 /// Runs in the child: confine, then try what tern may and may not do.
 fn child(root: &Path) {
     let l = layout(root);
-    match confine(&[l.live_cert.clone(), l.config.clone()], &[l.log.clone()]) {
+    match confine(
+        &[l.live_cert.clone(), l.config.clone()],
+        std::slice::from_ref(&l.log),
+    ) {
         Outcome::Unsupported(why) => {
             println!("CHILD UNSUPPORTED {why}");
             return;
