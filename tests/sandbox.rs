@@ -259,3 +259,62 @@ fn as_root_user_nobody_drops_to_its_uid_confined_and_serves() {
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"ping");
 }
+
+/// A config file naming `certs`' files; tern reads it with `--config`.
+fn write_config(path: &Path, certs: &Certs, backend: std::net::SocketAddr) {
+    let text = format!(
+        "listen = [\"127.0.0.1:0\"]\n[[cert]]\ncert = \"{}\"\nkey = \"{}\"\n[[pool]]\nname = \"b\"\nbackends = [\"{backend}\"]\n",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// The sandbox seen through tern itself: a reload re-reads the directories it started from,
+/// but a config changed to name a certificate elsewhere cannot be read, and the reload is
+/// refused while the old certificate serves on. Without the sandbox the same reload works.
+#[test]
+fn a_reload_may_read_only_where_tern_started_from() {
+    if !kernel_has_landlock() {
+        eprintln!("no Landlock in this kernel: nothing to observe");
+        return;
+    }
+    for sandbox in ["on", "off"] {
+        let (first, elsewhere) = (Certs::new(), Certs::new());
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tern.toml");
+        let backend = echo_backend();
+        write_config(&config, &first, backend);
+        let args = [
+            "--config",
+            config.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--sandbox",
+            sandbox,
+        ];
+        let tern = Tern::start(&args);
+        write_config(&config, &elsewhere, backend);
+        tern.signal(libc::SIGHUP);
+        let verdict = if sandbox == "on" {
+            "reload failed"
+        } else {
+            "reloaded"
+        };
+        assert!(tern.wait_log(verdict, WAIT), "{}", tern.log_text());
+        let served = if sandbox == "on" { &first } else { &elsewhere };
+        assert!(
+            connect(tern.addr(), &served.client(&[&TLS13])).is_ok(),
+            "--sandbox {sandbox}: serves the expected certificate"
+        );
+        if sandbox == "on" {
+            let line = tern
+                .log_text()
+                .lines()
+                .find(|l| l.contains("reload failed"))
+                .unwrap()
+                .to_string();
+            assert!(line.contains("Permission denied"), "{line}");
+        }
+    }
+}

@@ -66,8 +66,8 @@ fn logged_address(t: &Started) -> std::net::SocketAddr {
     panic!("no listening line; log:\n{}", seen.join("\n"));
 }
 
-/// READY=1 once tern serves (a client right after it is served), STOPPING=1 on SIGTERM, and
-/// nothing else in between.
+/// READY=1 once tern serves (a client right after it is served), RELOADING=1 then READY=1
+/// around a reload, STOPPING=1 on SIGTERM, and nothing else in between.
 fn ready_then_stopping(sock: &UnixDatagram, notify_socket: &str) {
     sock.set_read_timeout(Some(WAIT)).unwrap();
     let certs = Certs::new();
@@ -82,6 +82,17 @@ fn ready_then_stopping(sock: &UnixDatagram, notify_socket: &str) {
     let mut back = [0u8; 4];
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"ping");
+
+    // A reload is bracketed by RELOADING=1 (with the monotonic time systemd 253+ wants) and
+    // READY=1.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(tern.child.id() as i32, libc::SIGHUP) };
+    let reloading = recv(sock);
+    let usec = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .unwrap_or_else(|| panic!("{reloading:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{reloading:?}");
+    assert_eq!(recv(sock), "READY=1");
 
     // SAFETY: signalling our own child.
     unsafe { libc::kill(tern.child.id() as i32, libc::SIGTERM) };
