@@ -232,6 +232,10 @@ pub struct Tuning {
     /// Run as this user once listeners are bound and keys loaded (when started as root).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// After start-up, confine the process (Landlock): read only beneath the directories of
+    /// the certificate, key, config and ticket-key files, write only the access log, never exec.
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub sandbox: Toggle,
     /// More log output (-v debug: one line per connection error, -vv trace).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -5,7 +5,7 @@
 //! outside the workers), `worker` (pinned runtime, listeners, limits, drain), `proxy`
 //! (per-connection loops), `backend` (pools, balancing, health), the immutable `generation` a
 //! reload replaces, and the sans-IO `tls` and `http` layers; `stats` and `util` are leaves any
-//! layer may use.
+//! layer may use, and so is `sys` (service-manager notification, self-confinement).
 
 pub mod backend;
 pub mod cli;
@@ -20,6 +20,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod route;
 pub mod stats;
+pub mod sys;
 pub mod tls;
 pub mod util;
 pub mod worker;

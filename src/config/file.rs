@@ -128,7 +128,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let certs = load_certs(&src, &file.cert)?;
+    let (certs, files) = load_certs(&src, &file.cert)?;
     let (pools, names) = pools(&src, &file.pool)?;
     let routes = routes(&src, &file.route, &names)?;
     Ok(Topology {
@@ -136,10 +136,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         certs,
         pools,
         routes,
+        files,
     })
 }
 
-fn load_certs(src: &Source<'_>, entries: &[Spanned<CertEntry>]) -> Result<CertStore, ConfigError> {
+/// The certificates, and the files they were read from.
+fn load_certs(
+    src: &Source<'_>,
+    entries: &[Spanned<CertEntry>],
+) -> Result<(CertStore, Vec<PathBuf>), ConfigError> {
     if entries.is_empty() {
         return src.err(0, "at least one [[cert]] is required");
     }
@@ -208,7 +213,10 @@ fn load_certs(src: &Source<'_>, entries: &[Spanned<CertEntry>]) -> Result<CertSt
         }
     }
     let loaded = certs::load_all(&specs, &tlsmod::provider()).map_err(ConfigError)?;
-    CertStore::new(loaded).map_err(ConfigError)
+    Ok((
+        CertStore::new(loaded).map_err(ConfigError)?,
+        super::spec_files(&specs),
+    ))
 }
 
 fn pools(

@@ -6,6 +6,7 @@
 pub mod file;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct Topology {
     pub certs: CertStore,
     pub pools: Vec<PoolSpec>,
     pub routes: Vec<Route>,
+    /// The files read to build it (the config file, certificates, keys, OCSP responses), for
+    /// the sandbox.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +51,13 @@ pub struct Config {
     pub user: Option<crate::privileges::User>,
     /// Where to serve metrics and the health endpoints (`--metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Confine the process after start-up (`--sandbox`).
+    pub sandbox: bool,
+    /// Every file read at start-up (config, certificates, keys, OCSP responses, ticket key):
+    /// a reload reads them again, so the sandbox keeps them readable.
+    pub files_read: Vec<PathBuf>,
+    /// Files written by path (the access log), which the sandbox keeps writable.
+    pub files_written: Vec<PathBuf>,
 }
 
 /// A refusal to start, one line.
@@ -82,7 +93,11 @@ impl Config {
 
     fn topology(args: &RunArgs) -> Result<Topology, ConfigError> {
         match &args.config {
-            Some(path) => file::load(path),
+            Some(path) => {
+                let mut t = file::load(path)?;
+                t.files.insert(0, path.clone());
+                Ok(t)
+            }
             None => Self::topology_from_flags(args),
         }
     }
@@ -136,6 +151,7 @@ impl Config {
                 path_prefix: "/".into(),
                 pool: 0,
             }],
+            files: spec_files(&specs),
         })
     }
 
@@ -205,6 +221,12 @@ impl Config {
                 return Err(ConfigError(format!("{flag}: must be more than 0")));
             }
         }
+        let mut files_read = topology.files.clone();
+        files_read.extend(t.ticket_key_file.iter().cloned());
+        let files_written = match t.access_log.as_deref() {
+            None | Some("-") => Vec::new(),
+            Some(path) => vec![PathBuf::from(path)],
+        };
         Ok(Config {
             generation: Arc::new(generation(topology, t, None)?),
             mode: t.mode,
@@ -240,8 +262,25 @@ impl Config {
             access_log,
             user,
             metrics,
+            sandbox: t.sandbox == Toggle::On,
+            files_read,
+            files_written,
         })
     }
+}
+
+/// The files certificates are read from (key, chain, a named OCSP response; `<cert>.ocsp`
+/// lies beside its certificate), for the sandbox.
+fn spec_files(specs: &[CertSpec]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for s in specs {
+        files.push(s.key.1.clone());
+        if s.cert.1 != s.key.1 {
+            files.push(s.cert.1.clone());
+        }
+        files.extend(s.ocsp.iter().map(|(_, p)| p.clone()));
+    }
+    files
 }
 
 /// The certificates the flags name, in the order given: `--cert`/`--key` pairs by position,
