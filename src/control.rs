@@ -227,6 +227,7 @@ pub fn run(
     }
     let metrics = start_metrics(&cfg, metrics_listener, &registry, &health)?;
     let stats = registry.workers().to_vec();
+    let mut pool_stats = registry.generation(&pool_names(&cfg.generation));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -239,6 +240,7 @@ pub fn run(
             driver,
             listeners: std::mem::take(&mut listeners[id]),
             generation: cfg.generation.clone(),
+            pool_stats: std::mem::take(&mut pool_stats[id]),
             settings: cfg.settings.clone(),
             max_conns: share,
             drain_timeout: cfg.drain_timeout,
@@ -288,6 +290,7 @@ pub fn run(
         generation: cfg.generation.clone(),
         health,
         metrics,
+        registry,
     };
     state.supervise(handles, reload)
 }
@@ -341,6 +344,12 @@ struct Supervisor {
     generation: Arc<Generation>,
     health: Health,
     metrics: Option<metrics::Server>,
+    registry: Arc<Registry>,
+}
+
+/// The pool names of a generation, by pool index (for their counters).
+fn pool_names(g: &Generation) -> Vec<&str> {
+    g.pools.iter().map(|p| p.name.as_str()).collect()
 }
 
 impl Supervisor {
@@ -425,6 +434,7 @@ impl Supervisor {
                     "reload failed, still serving generation {}: {e}",
                     self.generation.id
                 );
+                self.reload_failed();
                 return;
             }
         };
@@ -440,14 +450,17 @@ impl Supervisor {
                 "reload failed, still serving generation {}: tls: {e}",
                 self.generation.id
             );
+            self.reload_failed();
             return;
         }
         let next = Arc::new(next);
+        let mut pool_stats = self.registry.generation(&pool_names(&next));
         let (ack_tx, ack_rx) = mpsc::channel();
         let mut sent = 0;
-        for c in &self.controls {
+        for (id, c) in self.controls.iter().enumerate() {
+            let stats = std::mem::take(&mut pool_stats[id]);
             if c.send_timeout(
-                Control::Reload(next.clone(), ack_tx.clone()),
+                Control::Reload(next.clone(), stats, ack_tx.clone()),
                 Duration::from_secs(5),
             )
             .is_ok()

@@ -284,10 +284,12 @@ impl Pool {
         }
         for i in candidates {
             let addr = self.backends[i].addr;
+            let started = Instant::now();
             let attempt =
                 monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(addr)).await;
             let err = match attempt {
                 Ok(Ok(stream)) => {
+                    stats.backend_connected(started.elapsed());
                     self.mark_ok(i);
                     return Ok((stream, self.lease(i), false));
                 }
