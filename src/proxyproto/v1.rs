@@ -57,15 +57,13 @@ fn check_prefix(part: &[u8]) -> Result<(), Error> {
     };
     for proto in [&b"TCP4 "[..], b"TCP6 "] {
         if let Some(fields) = rest.strip_prefix(proto) {
-            return match fields
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b":. ".contains(&b))
-            {
-                true => Ok(()),
-                false => Err(Error::V1(
-                    "a character that has no place in an address or port",
-                )),
-            };
+            let fits = |b: &u8| b.is_ascii_hexdigit() || b":. ".contains(b);
+            if fields.iter().all(fits) {
+                return Ok(());
+            }
+            return Err(Error::V1(
+                "a character that has no place in an address or port",
+            ));
         }
         if proto.starts_with(rest) {
             return Ok(());
