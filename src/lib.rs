@@ -17,6 +17,7 @@ pub mod generation;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod privileges;
 pub mod proxy;
 pub mod proxyproto;

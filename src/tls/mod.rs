@@ -3,6 +3,7 @@
 //! engine (buffered or unbuffered rustls, kTLS later) can change without touching the proxy.
 
 pub mod certs;
+pub mod client;
 pub mod hello;
 pub mod policy;
 pub mod record;

@@ -8,6 +8,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
+use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError};
@@ -292,7 +293,7 @@ impl Accepting {
                 version,
             },
             control: RefCell::new(Control {
-                kernel,
+                kernel: kernel.into(),
                 tx_update_due: false,
                 decline_renegotiation: false,
             }),
@@ -316,7 +317,7 @@ pub struct Established {
 /// What the two directions share: the key schedule (TLS 1.3 key updates) and the records
 /// the receiving side asks the sending side to send.
 pub struct Control {
-    kernel: KernelConnection<ServerConnectionData>,
+    kernel: Kernel,
     /// The peer asked us to update our keys; done before our next application data.
     tx_update_due: bool,
     /// The peer asked to renegotiate (TLS 1.2); we answer no_renegotiation.
@@ -330,12 +331,50 @@ impl Control {
     }
 
     fn next(&mut self, tx: bool) -> Result<(u64, ConnectionTrafficSecrets), TlsError> {
-        let r = if tx {
-            self.kernel.update_tx_secret()
-        } else {
-            self.kernel.update_rx_secret()
+        let r = match (&mut self.kernel, tx) {
+            (Kernel::Server(k), true) => k.update_tx_secret(),
+            (Kernel::Server(k), false) => k.update_rx_secret(),
+            (Kernel::Client(k), true) => k.update_tx_secret(),
+            (Kernel::Client(k), false) => k.update_rx_secret(),
         };
         r.map_err(TlsError::Protocol)
+    }
+}
+
+/// The key schedule rustls hands over: a server's (client connections) or a client's
+/// (backend connections, which also take session tickets).
+enum Kernel {
+    Server(KernelConnection<ServerConnectionData>),
+    Client(KernelConnection<ClientConnectionData>),
+}
+
+impl From<KernelConnection<ServerConnectionData>> for Kernel {
+    fn from(k: KernelConnection<ServerConnectionData>) -> Kernel {
+        Kernel::Server(k)
+    }
+}
+
+impl Control {
+    /// TLS 1.3 NewSessionTicket messages (one record may hold several): handed to rustls,
+    /// which keeps them in the client config's session cache for the next connection.
+    fn new_session_tickets(&mut self, mut msgs: &[u8]) -> Result<(), TlsError> {
+        let Kernel::Client(k) = &mut self.kernel else {
+            return Err(RecordError::Unexpected("session ticket sent to a server").into());
+        };
+        while !msgs.is_empty() {
+            let [NEW_SESSION_TICKET, a, b, c, rest @ ..] = msgs else {
+                return Err(RecordError::Unexpected("handshake message after the handshake").into());
+            };
+            let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+            if rest.len() < len {
+                return Err(RecordError::Unexpected("handshake message split across records").into());
+            }
+            let (ticket, next) = rest.split_at(len);
+            k.handle_new_session_ticket(ticket)
+                .map_err(TlsError::Protocol)?;
+            msgs = next;
+        }
+        Ok(())
     }
 }
 
@@ -358,6 +397,8 @@ pub struct Rx {
 
 const KEY_UPDATE: u8 = 24;
 const CLIENT_HELLO: u8 = 1;
+const HELLO_REQUEST: u8 = 0;
+const NEW_SESSION_TICKET: u8 = 4;
 const ALERT_WARNING: u8 = 1;
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
@@ -411,6 +452,15 @@ impl Rx {
             }
             (Version::Tls12, [CLIENT_HELLO, ..]) => {
                 control.borrow_mut().decline_renegotiation = true;
+                Ok(RxEvent::Skip)
+            }
+            // A backend asking tern (its client) to renegotiate: declined the same way.
+            (Version::Tls12, [HELLO_REQUEST, 0, 0, 0]) if control.borrow().is_client() => {
+                control.borrow_mut().decline_renegotiation = true;
+                Ok(RxEvent::Skip)
+            }
+            (Version::Tls13, [NEW_SESSION_TICKET, ..]) => {
+                control.borrow_mut().new_session_tickets(payload)?;
                 Ok(RxEvent::Skip)
             }
             _ => unexpected("handshake message after the handshake"),
@@ -488,5 +538,43 @@ impl Tx {
             TlsError::Protocol(_) => 80,
         };
         self.seal_alert(2, desc, out).unwrap_or(0)
+    }
+}
+
+/// The client side (backend connections, `tls::client`): the same parts from what rustls hands
+/// over after a client handshake.
+impl Established {
+    pub(super) fn from_client(
+        version: Version,
+        limit: u64,
+        secrets: rustls::ExtractedSecrets,
+        kernel: KernelConnection<ClientConnectionData>,
+        info: SessionInfo,
+    ) -> Result<Established, TlsError> {
+        let (rx_seq, rx_secrets) = secrets.rx;
+        let (tx_seq, tx_secrets) = secrets.tx;
+        Ok(Established {
+            rx: Rx {
+                opener: Opener::new(version, rx_seq, &rx_secrets, limit)?,
+                version,
+            },
+            tx: Tx {
+                sealer: Sealer::new(version, tx_seq, &tx_secrets, limit)?,
+                version,
+            },
+            control: RefCell::new(Control {
+                kernel: Kernel::Client(kernel),
+                tx_update_due: false,
+                decline_renegotiation: false,
+            }),
+            info,
+            early: Vec::new(),
+        })
+    }
+}
+
+impl Control {
+    fn is_client(&self) -> bool {
+        matches!(self.kernel, Kernel::Client(_))
     }
 }

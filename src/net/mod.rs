@@ -1,0 +1,6 @@
+//! Socket and buffer primitives shared by the per-connection loops (`proxy`) and the backend
+//! hop (`backend`): the worker's pool of I/O buffers and the read/write halves of one socket.
+//! Nothing here knows of TLS or HTTP.
+
+pub mod bufpool;
+pub mod split;
