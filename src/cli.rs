@@ -46,7 +46,7 @@ pub struct CheckArgs {
 pub struct RunArgs {
     /// Listeners, certificates, backend pools and routes from a TOML file (instead of
     /// --listen, --cert/--key/--pem and --backend).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "pem", "ocsp", "backend", "balance", "health_check"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "pem", "ocsp", "backend", "balance", "health_check", "backend_tls", "backend_ca", "backend_sni", "backend_cert", "backend_key", "backend_alpn", "backend_insecure", "proxy_protocol"])]
     pub config: Option<PathBuf>,
     /// Address to accept TLS on, e.g. 0.0.0.0:443 or [::]:443 (repeatable; :443 means all IPv4).
     #[arg(long, value_name = "ADDR")]
@@ -84,6 +84,36 @@ pub struct RunArgs {
     /// Time between active health checks.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
     pub health_interval: Duration,
+    /// Connect to the backends over TLS, checking their certificates against the system's
+    /// roots (or --backend-ca) for the backend's name; a backend that fails the check is never
+    /// sent a byte of the client's.
+    #[arg(long)]
+    pub backend_tls: bool,
+    /// CA certificates (PEM) to check backends against, instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "backend_tls")]
+    pub backend_ca: Option<PathBuf>,
+    /// Name to ask the backends for (SNI) and check their certificates against [default: each
+    /// backend's host as written; an IP address is checked against the certificate's IP
+    /// addresses and sends no SNI].
+    #[arg(long, value_name = "NAME", requires = "backend_tls")]
+    pub backend_sni: Option<String>,
+    /// Client certificate chain (PEM) tern shows backends that ask for one.
+    #[arg(long, value_name = "FILE", requires_all = ["backend_tls", "backend_key"])]
+    pub backend_cert: Option<PathBuf>,
+    /// Private key (PEM) of --backend-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["backend_tls", "backend_cert"])]
+    pub backend_key: Option<PathBuf>,
+    /// ALPN protocols to offer the backends [default: http/1.1 in http mode, none in tcp mode].
+    #[arg(long, value_name = "PROTO,...", value_delimiter = ',', requires = "backend_tls")]
+    pub backend_alpn: Option<Vec<String>>,
+    /// Check nothing about the backends' certificates (tests only: anyone between tern and the
+    /// backends can read and change the traffic). Logged loudly at start and at each reload.
+    #[arg(long, requires = "backend_tls", conflicts_with = "backend_ca")]
+    pub backend_insecure: bool,
+    /// Send each backend connection a PROXY protocol header first (v1 text, or v2 binary with
+    /// the client's ALPN, server name and TLS version and cipher); health checks send LOCAL.
+    #[arg(long, value_name = "v1|v2", value_parser = crate::config::backend::proxy_version)]
+    pub proxy_protocol: Option<crate::proxyproto::Version>,
     #[command(flatten)]
     pub tuning: Tuning,
 }

@@ -1,29 +1,40 @@
-//! Active health checks: every interval, `GET <path>` to each backend of a pool over plain
-//! HTTP/1.1; a 2xx or 3xx status within the connect timeout keeps it in, anything else takes
-//! it out until a check passes again. Each worker checks on its own (no shared verdicts), so a
-//! backend sees one probe per worker per interval.
+//! Active health checks: every interval, `GET <path>` to each backend of a pool over HTTP/1.1
+//! (over TLS when the pool uses TLS, verified as requests are; after a PROXY protocol LOCAL
+//! header when the pool sends PROXY headers); a 2xx or 3xx status within the connect timeout
+//! keeps it in, anything else takes it out until a check passes again. Each worker checks on
+//! its own (no shared verdicts), so a backend sees one probe per worker per interval.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
-
+use super::conn;
 use super::pool::Pool;
+use super::proxy_out;
+use crate::net::bufpool::BufPool;
 use crate::util::latch::Latch;
 
 /// Runs the checks of one pool of this worker until `retired` is set (the worker stops, or a
 /// reload replaced the generation the pool belongs to). `timeout` bounds each probe.
-pub async fn run(pool: Rc<Pool>, path: String, interval: Duration, retired: Rc<Latch>) {
+pub async fn run(
+    pool: Rc<Pool>,
+    path: String,
+    interval: Duration,
+    retired: Rc<Latch>,
+    bufs: Rc<BufPool>,
+) {
     let timeout = pool.connect_timeout();
+    let header = pool.proxy_protocol().map(proxy_out::local_header);
     while !retired.is_set() {
         let addrs: Vec<SocketAddr> = pool.addrs().collect();
         for (i, addr) in addrs.into_iter().enumerate() {
-            let healthy = matches!(
-                monoio::time::timeout(timeout, probe(addr, &path)).await,
-                Ok(Ok(status)) if (200..400).contains(&status)
-            );
+            let header = header.as_deref().unwrap_or_default();
+            let check = probe(addr, header, pool.tls_for(i), &path, &bufs);
+            let result = monoio::time::timeout(timeout, check).await;
+            if let Ok(Err(e)) = &result {
+                tracing::debug!(pool = %pool.name(), backend = %addr, "health check: {e}");
+            }
+            let healthy = matches!(result, Ok(Ok(status)) if (200..400).contains(&status));
             pool.set_check(i, healthy);
         }
         monoio::select! {
@@ -34,21 +45,37 @@ pub async fn run(pool: Rc<Pool>, path: String, interval: Duration, retired: Rc<L
 }
 
 /// One check: the status code the backend answered with.
-async fn probe(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect_addr(addr).await?;
+async fn probe(
+    addr: SocketAddr,
+    header: &[u8],
+    tls: Option<(&crate::tls::client::ClientTls, &str)>,
+    path: &str,
+    bufs: &BufPool,
+) -> std::io::Result<u16> {
+    let host = match tls {
+        Some((_, name)) if !name.is_empty() => name.to_owned(),
+        _ => addr.to_string(),
+    };
+    let (mut rx, mut tx) = conn::open(addr, header, tls, bufs).await?.split();
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: tern-health-check\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tern-health-check\r\nConnection: close\r\n\r\n"
     );
-    let (res, _) = s.write_all(req.into_bytes()).await;
+    let (res, _) = tx.write_all(req.into_bytes(), bufs).await;
     res?;
     let mut head = Vec::new();
-    while head.len() < 1024 && !head.contains(&b'\n') {
-        let (res, buf) = s.read(Vec::with_capacity(512)).await;
-        if res? == 0 {
-            break;
+    let result = loop {
+        if head.len() >= 1024 || head.contains(&b'\n') {
+            break Ok(());
         }
-        head.extend_from_slice(&buf);
-    }
+        let (res, buf) = rx.read(Vec::with_capacity(512), bufs).await;
+        match res {
+            Ok(0) => break Ok(()),
+            Ok(_) => head.extend_from_slice(&buf),
+            Err(e) => break Err(e),
+        }
+    };
+    rx.release(bufs);
+    result?;
     status_of(&head).ok_or_else(|| std::io::Error::other("no HTTP status line"))
 }
 

@@ -1,5 +1,9 @@
-//! The backend hop: pools of backends per worker, balancing, passive and active health. Used by
-//! the connection loops in `proxy`; knows nothing of TLS towards clients or of HTTP framing.
+//! The backend hop: pools of backends per worker, balancing, passive and active health, the
+//! connection to a backend (plain or TLS: `conn`) and the PROXY protocol header sent on it
+//! (`proxy_out`). Used by the connection loops in `proxy`; knows nothing of HTTP framing or of
+//! the client side's TLS beyond the session facts a PROXY header carries.
 
+pub mod conn;
 pub mod health;
 pub mod pool;
+pub mod proxy_out;

@@ -6,13 +6,14 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use std::os::fd::AsRawFd;
-
-use monoio::net::TcpStream;
-
+use super::conn::{self, BackendStream};
+use crate::net::bufpool::BufPool;
+use crate::proxyproto::Version as ProxyVersion;
 use crate::stats::WorkerStats;
+use crate::tls::client::{ClientTls, ClientTlsSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
@@ -47,12 +48,25 @@ pub struct HealthCheck {
 }
 
 /// A pool as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PoolSpec {
     pub name: String,
     pub backends: Vec<SocketAddr>,
     pub balance: Balance,
     pub health: Option<HealthCheck>,
+    /// Connect to the backends over TLS.
+    pub tls: Option<BackendTls>,
+    /// Send each backend connection a PROXY protocol header first.
+    pub proxy_protocol: Option<ProxyVersion>,
+}
+
+/// A pool's TLS towards its backends.
+#[derive(Debug, Clone)]
+pub struct BackendTls {
+    pub settings: ClientTlsSettings,
+    /// The name each backend (by index) is asked for and checked against: `--backend-sni`,
+    /// or the host as the backend was written (an IP address: its IP SAN, and no SNI).
+    pub names: Vec<String>,
 }
 
 /// Cool-down after the first failure; it doubles per consecutive failure up to `MAX_REST`.
@@ -62,7 +76,7 @@ const MAX_REST: Duration = Duration::from_secs(30);
 struct Backend {
     addr: SocketAddr,
     /// Kept-alive connections (http mode), newest last.
-    idle: RefCell<Vec<(TcpStream, Instant)>>,
+    idle: RefCell<Vec<Idle>>,
     /// Connections open to it from this worker.
     open: Cell<u32>,
     failures: Cell<u32>,
@@ -71,6 +85,23 @@ struct Backend {
     failed_at: Cell<Option<Instant>>,
     /// The last active check failed.
     check_failed: Cell<bool>,
+}
+
+/// A kept-alive connection and since when it waits.
+struct Idle {
+    stream: BackendStream,
+    since: Instant,
+    /// With the PROXY protocol: the header it was opened with, which names one client
+    /// connection. It is reused only for that one (the same `Rc`), never for another client.
+    tag: Option<Rc<[u8]>>,
+}
+
+fn same_tag(a: &Option<Rc<[u8]>>, b: Option<&Rc<[u8]>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+        _ => false,
+    }
 }
 
 /// One pool's state in one worker.
@@ -83,6 +114,9 @@ pub struct Pool {
     keepalive: KeepAlive,
     /// A newer generation replaced this pool: it keeps no idle connections any more.
     retired: Cell<bool>,
+    /// This worker's TLS client config for the pool, and each backend's name.
+    tls: Option<(ClientTls, Vec<String>)>,
+    proxy_protocol: Option<ProxyVersion>,
 }
 
 /// How kept-alive backend connections are pooled (http mode).
@@ -191,7 +225,27 @@ impl Pool {
             connect_timeout,
             keepalive,
             retired: Cell::new(false),
+            tls: None,
+            proxy_protocol: spec.proxy_protocol,
         }
+    }
+
+    /// Connects to the backends over TLS with this worker's client config.
+    pub fn with_tls(mut self, tls: ClientTls, names: Vec<String>) -> Pool {
+        self.tls = Some((tls, names));
+        self
+    }
+
+    /// The PROXY protocol version each connection starts with, if any.
+    pub fn proxy_protocol(&self) -> Option<ProxyVersion> {
+        self.proxy_protocol
+    }
+
+    /// This worker's TLS towards backend `i` (its config and the name asked for).
+    pub fn tls_for(&self, i: usize) -> Option<(&ClientTls, &str)> {
+        self.tls
+            .as_ref()
+            .map(|(t, names)| (t, names.get(i).map_or("", String::as_str)))
     }
 
     pub fn name(&self) -> &str {
@@ -254,39 +308,48 @@ impl Pool {
     }
 
     /// Connects to the backend the balancing picks, falling through to the others on failure.
+    /// `header`: the PROXY protocol header to send first (when the pool sends one).
     pub async fn connect(
         &self,
         client: IpAddr,
+        header: Option<&Rc<[u8]>>,
         stats: &WorkerStats,
-    ) -> Result<(TcpStream, Lease<'_>), ConnectError> {
-        self.connect_or_reuse(client, stats, false)
+        bufs: &BufPool,
+    ) -> Result<(BackendStream, Lease<'_>), ConnectError> {
+        self.connect_or_reuse(client, header, stats, false, bufs)
             .await
             .map(|(s, lease, _)| (s, lease))
     }
 
     /// Like [`connect`](Self::connect), but first takes a kept-alive connection to the chosen
-    /// backend if one is idle and still sound. The flag says whether it was reused.
+    /// backend if one is idle and still sound (and, with the PROXY protocol, was opened with
+    /// this same `header`). The flag says whether it was reused. A connect covers the TCP
+    /// connect, the PROXY header and the TLS handshake, all within the connect timeout; a
+    /// handshake that fails (a certificate that does not verify) counts as a failed connect.
     pub async fn connect_or_reuse(
         &self,
         client: IpAddr,
+        header: Option<&Rc<[u8]>>,
         stats: &WorkerStats,
         reuse: bool,
-    ) -> Result<(TcpStream, Lease<'_>, bool), ConnectError> {
+        bufs: &BufPool,
+    ) -> Result<(BackendStream, Lease<'_>, bool), ConnectError> {
         let mut last = None;
         let now = Instant::now();
         let candidates = self.order(client, now);
         if reuse {
             if let Some(&i) = candidates.first() {
-                if let Some(stream) = self.take_idle(i, now) {
+                if let Some(stream) = self.take_idle(i, now, header) {
                     return Ok((stream, self.lease(i), true));
                 }
             }
         }
+        let hello = header.map_or(&[][..], |h| &h[..]);
         for i in candidates {
             let addr = self.backends[i].addr;
             let started = Instant::now();
-            let attempt =
-                monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(addr)).await;
+            let open = conn::open(addr, hello, self.tls_for(i), bufs);
+            let attempt = monoio::time::timeout(self.connect_timeout, open).await;
             let err = match attempt {
                 Ok(Ok(stream)) => {
                     stats.backend_connected(started.elapsed());
@@ -316,22 +379,39 @@ impl Pool {
         }
     }
 
-    /// The newest idle connection to backend `i` that is young enough and still sound.
-    fn take_idle(&self, i: usize, now: Instant) -> Option<TcpStream> {
+    /// The newest idle connection to backend `i` with this tag that is young enough and
+    /// still sound.
+    fn take_idle(&self, i: usize, now: Instant, tag: Option<&Rc<[u8]>>) -> Option<BackendStream> {
         let mut idle = self.backends[i].idle.borrow_mut();
-        while let Some((stream, since)) = idle.pop() {
-            if now.duration_since(since) < self.keepalive.idle_timeout && idle_socket_ok(&stream) {
-                return Some(stream);
+        while let Some(at) = idle.iter().rposition(|e| same_tag(&e.tag, tag)) {
+            let mut e = idle.remove(at);
+            if now.duration_since(e.since) < self.keepalive.idle_timeout && e.stream.idle_ok() {
+                return Some(e.stream);
             }
         }
         None
     }
 
     /// Keeps a connection to backend `i` for the next request (dropped if the pool is full).
-    pub fn put_idle(&self, i: usize, stream: TcpStream) {
+    /// `tag`: the PROXY header it was opened with, if any.
+    pub fn put_idle(&self, i: usize, stream: BackendStream, tag: Option<Rc<[u8]>>) {
         let mut idle = self.backends[i].idle.borrow_mut();
         if idle.len() < self.keepalive.max_idle && !self.retired.get() {
-            idle.push((stream, Instant::now()));
+            idle.push(Idle {
+                stream,
+                since: Instant::now(),
+                tag,
+            });
+        }
+    }
+
+    /// The client connection a PROXY header named has ended: its kept-alive connections can
+    /// serve nobody else.
+    pub fn drop_tagged(&self, tag: &Rc<[u8]>) {
+        for b in &self.backends {
+            b.idle
+                .borrow_mut()
+                .retain(|e| !same_tag(&e.tag, Some(tag)));
         }
     }
 
@@ -349,7 +429,7 @@ impl Pool {
         for b in &self.backends {
             b.idle
                 .borrow_mut()
-                .retain(|(_, since)| now.duration_since(*since) < self.keepalive.idle_timeout);
+                .retain(|e| now.duration_since(e.since) < self.keepalive.idle_timeout);
         }
     }
 
@@ -395,22 +475,6 @@ impl Pool {
     }
 }
 
-/// Whether an idle socket is still usable: no EOF, no error, and no unexpected bytes waiting
-/// (a backend that closed a kept-alive connection, or sent something unasked).
-pub fn idle_socket_ok(s: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: a non-blocking peek of one byte into a local on our own open socket.
-    let n = unsafe {
-        libc::recv(
-            s.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +487,8 @@ mod tests {
                 .collect(),
             balance,
             health: None,
+            tls: None,
+            proxy_protocol: None,
         };
         Pool::new(&spec, Duration::from_secs(1), KeepAlive::default(), 0)
     }
@@ -532,6 +598,8 @@ mod tests {
                 backends: p.addrs().collect(),
                 balance: Balance::IpHash,
                 health: None,
+                tls: None,
+                proxy_protocol: None,
             },
             Duration::from_secs(1),
             KeepAlive::default(),

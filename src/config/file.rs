@@ -15,6 +15,10 @@
 //! backends = ["10.0.0.1:8080", "10.0.0.2:8080"]
 //! balance = "least-conn"          # round-robin (default) | least-conn | ip-hash
 //! health_check = "/healthz"       # optional: GET it every health_interval (default 5s)
+//! tls = true                      # optional: connect over TLS, checked against the system's roots
+//! ca = "certs/internal-ca.pem"    #   or this bundle; sni = "api.internal" (default: each host)
+//! # cert = "..." key = "..."      #   client certificate; alpn = ["http/1.1"]; insecure = false
+//! proxy_protocol = "v2"           # optional: a PROXY header (v1 or v2) on each connection
 //!
 //! [[route]]
 //! host = "example.com"            # exact, *.wildcard, or omitted for any host
@@ -30,8 +34,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_listen, resolve, ConfigError, Topology};
-use crate::backend::pool::{Balance, HealthCheck, PoolSpec};
+use super::{backend, parse_listen, resolve, ConfigError, Topology};
+use crate::backend::pool::{BackendTls, Balance, HealthCheck, PoolSpec};
 use crate::route::{HostMatch, Route};
 use crate::tls::certs::{self, CertSpec, CertStore};
 use crate::tls::{self as tlsmod};
@@ -69,6 +73,14 @@ struct PoolEntry {
     balance: Option<Spanned<String>>,
     health_check: Option<Spanned<String>>,
     health_interval: Option<Spanned<String>>,
+    tls: Option<Spanned<bool>>,
+    ca: Option<Spanned<PathBuf>>,
+    sni: Option<Spanned<String>>,
+    cert: Option<Spanned<PathBuf>>,
+    key: Option<Spanned<PathBuf>>,
+    alpn: Option<Spanned<Vec<String>>>,
+    insecure: Option<Spanned<bool>>,
+    proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -128,8 +140,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let (certs, files) = load_certs(&src, &file.cert)?;
-    let (pools, names) = pools(&src, &file.pool)?;
+    let (certs, mut files) = load_certs(&src, &file.cert)?;
+    let (pools, names) = pools(&src, &file.pool, &mut files)?;
     let routes = routes(&src, &file.route, &names)?;
     Ok(Topology {
         listen,
@@ -219,9 +231,56 @@ fn load_certs(
     ))
 }
 
+/// A pool's backend TLS (`tls = true` and its settings), and the files it read.
+fn pool_tls(
+    src: &Source<'_>,
+    at: usize,
+    p: &PoolEntry,
+    files: &mut Vec<PathBuf>,
+) -> Result<Option<BackendTls>, ConfigError> {
+    let on = p.tls.as_ref().is_some_and(|t| *t.get_ref());
+    let given = [
+        ("ca", p.ca.as_ref().map(|x| x.span().start)),
+        ("sni", p.sni.as_ref().map(|x| x.span().start)),
+        ("cert", p.cert.as_ref().map(|x| x.span().start)),
+        ("key", p.key.as_ref().map(|x| x.span().start)),
+        ("alpn", p.alpn.as_ref().map(|x| x.span().start)),
+        ("insecure", p.insecure.as_ref().map(|x| x.span().start)),
+    ];
+    if !on {
+        if let Some((k, Some(at))) = given.iter().find(|(_, a)| a.is_some()) {
+            return src.err(*at, format!("{k} is for backend TLS: add tls = true"));
+        }
+        return Ok(None);
+    }
+    // Each setting is named with the line it is on.
+    let line_of = |k: &str| {
+        let at = given
+            .iter()
+            .find(|(n, _)| *n == k)
+            .and_then(|(_, a)| *a)
+            .unwrap_or(at);
+        format!("{}:{}: {k}", src.path.display(), src.line(at))
+    };
+    let ask = backend::TlsAsk {
+        ca: p.ca.as_ref().map(|c| src.relative(c.get_ref())),
+        sni: p.sni.as_ref().map(|s| s.get_ref().clone()),
+        cert: p.cert.as_ref().map(|c| src.relative(c.get_ref())),
+        key: p.key.as_ref().map(|k| src.relative(k.get_ref())),
+        alpn: p.alpn.as_ref().map(|a| a.get_ref().clone()),
+        insecure: p.insecure.as_ref().is_some_and(|i| *i.get_ref()),
+        label: &line_of,
+    };
+    let written: Vec<String> = p.backends.iter().map(|b| b.get_ref().clone()).collect();
+    backend::tls_spec(ask, &written, files)
+        .map(Some)
+        .map_err(ConfigError)
+}
+
 fn pools(
     src: &Source<'_>,
     entries: &[Spanned<PoolEntry>],
+    files: &mut Vec<PathBuf>,
 ) -> Result<(Vec<PoolSpec>, HashMap<String, usize>), ConfigError> {
     if entries.is_empty() {
         return src.err(0, "at least one [[pool]] is required");
@@ -270,11 +329,21 @@ fn pools(
                 )
             }
         };
+        let tls = pool_tls(src, entry.span().start, p, files)?;
+        let proxy_protocol = match &p.proxy_protocol {
+            None => None,
+            Some(v) => Some(
+                backend::proxy_version(v.get_ref())
+                    .or_else(|e| src.err(v.span().start, format!("proxy_protocol: {e}")))?,
+            ),
+        };
         specs.push(PoolSpec {
             name,
             backends,
             balance,
             health,
+            tls,
+            proxy_protocol,
         });
     }
     Ok((specs, names))

@@ -3,6 +3,7 @@
 //! CPUs chosen. Every refusal is one line naming the flag, or the file and line; the caller
 //! prints it and exits with code 2.
 
+pub mod backend;
 pub mod file;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,6 +21,7 @@ use crate::route::{HostMatch, Route, Routes};
 use crate::tls::certs::{self, CertSpec, CertStore};
 use crate::tls::policy::Policy;
 use crate::tls::tickets::MasterSecret;
+use crate::tls::client::Verify;
 use crate::tls::{self, TlsSettings};
 use crate::util::cpus;
 
@@ -120,6 +122,26 @@ impl Config {
             ));
         }
         let entries = certs::load_all(&specs, &tls::provider())?;
+        let mut files = spec_files(&specs);
+        let tls = match args.backend_tls {
+            false => None,
+            true => {
+                let label = |k: &str| match k {
+                    "tls" => "--backend-tls".to_string(),
+                    k => format!("--backend-{k}"),
+                };
+                let ask = backend::TlsAsk {
+                    ca: args.backend_ca.clone(),
+                    sni: args.backend_sni.clone(),
+                    cert: args.backend_cert.clone(),
+                    key: args.backend_key.clone(),
+                    alpn: args.backend_alpn.clone(),
+                    insecure: args.backend_insecure,
+                    label: &label,
+                };
+                Some(backend::tls_spec(ask, &args.backend, &mut files)?)
+            }
+        };
         let backends = args
             .backend
             .iter()
@@ -145,13 +167,15 @@ impl Config {
                 backends,
                 balance: args.balance,
                 health,
+                tls,
+                proxy_protocol: args.proxy_protocol,
             }],
             routes: vec![Route {
                 host: HostMatch::Any,
                 path_prefix: "/".into(),
                 pool: 0,
             }],
-            files: spec_files(&specs),
+            files,
         })
     }
 
@@ -397,6 +421,17 @@ fn generation(
             }
         }
     };
+    for p in topology.pools.iter() {
+        if p.tls.as_ref().is_some_and(|t| matches!(t.settings.verify, Verify::Insecure)) {
+            tracing::warn!(
+                pool = %p.name,
+                "INSECURE: backend certificates of pool '{}' are not checked \
+                 (--backend-insecure / insecure = true); anyone between tern and its backends \
+                 can read and change the traffic",
+                p.name
+            );
+        }
+    }
     Ok(Generation {
         id: previous.map_or(1, |g| g.id + 1),
         listen: topology.listen,

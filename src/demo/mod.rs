@@ -37,6 +37,8 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
             backends: vec![backend],
             balance: Balance::RoundRobin,
             health: None,
+            tls: None,
+            proxy_protocol: None,
         }],
         routes: vec![Route {
             host: HostMatch::Any,

@@ -1,6 +1,7 @@
 //! tcp mode: handshake, connect a backend, pump bytes both ways unchanged.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::io::AsyncWriteRentExt;
@@ -10,7 +11,8 @@ use tracing::debug;
 use super::handshake::{self, Carry, HandshakeError};
 use super::pump::{self, Tunnel};
 use super::{Ctx, ProxyCtx};
-use crate::backend::pool::Lease;
+use crate::backend::pool::{Lease, Pool};
+use crate::backend::proxy_out;
 use crate::stats::{FailReason, TlsVersion};
 use crate::tls::Established;
 
@@ -88,10 +90,13 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
     // tcp mode routes on the server name alone.
     let sni = session.info.sni.as_deref();
     let connected = match ctx.routes.pick_host(sni) {
-        Some(pool) => ctx.pools[pool]
-            .connect(peer.ip(), stats)
-            .await
-            .map_err(|e| e.to_string()),
+        Some(pool) => {
+            let pool = &ctx.pools[pool];
+            let header = proxy_header(pool, &client, peer, &session);
+            pool.connect(peer.ip(), header.as_ref(), stats, &ctx.bufs)
+                .await
+                .map_err(|e| e.to_string())
+        }
         None => Err(format!("no route for server name {sni:?}")),
     };
     let (backend, lease) = match connected {
@@ -111,13 +116,26 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
             return None;
         }
     };
-    let _ = backend.set_nodelay(true);
     let version = session.info.version;
     Some(Started::Tcp {
         tunnel: Box::new(Tunnel::new(session, client, backend, carry)),
         lease,
         version,
     })
+}
+
+/// The PROXY protocol header for the backend, when the pool sends one: the client's address
+/// and the one it reached (this socket's own).
+pub(super) fn proxy_header(
+    pool: &Pool,
+    client: &TcpStream,
+    peer: SocketAddr,
+    session: &Established,
+) -> Option<Rc<[u8]>> {
+    let version = pool.proxy_protocol()?;
+    // A socket without a local address is already broken; the connect will tell.
+    let local = client.local_addr().unwrap_or(peer);
+    Some(proxy_out::header(version, peer, local, &session.info).into())
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@ use super::accesslog::{method_name, Entry};
 use super::handshake::Carry;
 use super::pump::{self, Tunnel};
 use super::split::{split, Half};
+use crate::backend::conn::{BackendRx, BackendStream, BackendTx};
+use crate::backend::proxy_out;
+use crate::proxyproto::Version as ProxyVersion;
+use std::rc::Rc;
 use super::tlsio::{ClientError, ClientOut, Sending, TlsReader};
 use super::Ctx;
 use crate::backend::pool::{ConnectError, Pool};
@@ -70,6 +74,17 @@ struct Http<'a> {
     sni_group: crate::tls::store::Group,
     /// When the current request's final response head came from the backend (access log).
     response_at: Cell<Option<Instant>>,
+    /// The PROXY protocol headers (v1, v2) for this client connection, made once if a pool
+    /// sends them. Backend connections opened with one are kept for this connection only.
+    proxy_headers: [Option<Rc<[u8]>>; 2],
+}
+
+/// Where a PROXY version's header is kept.
+fn slot(v: ProxyVersion) -> usize {
+    match v {
+        ProxyVersion::V1 => 0,
+        ProxyVersion::V2 => 1,
+    }
 }
 
 pub async fn serve(
@@ -86,6 +101,12 @@ pub async fn serve(
         info,
         early,
     } = session;
+    // The address the client reached, for PROXY headers to backends (before the split).
+    let local = client.local_addr().unwrap_or(peer);
+    let mut proxy_headers: [Option<Rc<[u8]>>; 2] = [None, None];
+    for v in ctx.pools.iter().filter_map(|p| p.proxy_protocol()) {
+        proxy_headers[slot(v)].get_or_insert_with(|| proxy_out::header(v, peer, local, &info).into());
+    }
     let (mut client_rx, client_tx) = split(client);
     let keep = client_rx.keep();
     let mut reader = match TlsReader::new(rx, carry, &early, &ctx.bufs) {
@@ -110,8 +131,10 @@ pub async fn serve(
         sni_group: ctx.certs.group_for(info.sni.as_deref()),
         sni: info.sni,
         response_at: Cell::new(None),
+        proxy_headers,
     };
     let upgrade = conn.requests(&mut reader, &mut client_rx).await;
+    conn.forget_kept();
     let Some((backend, leftover)) = upgrade else {
         return;
     };
@@ -149,7 +172,7 @@ impl Http<'_> {
         &self,
         reader: &mut TlsReader,
         client: &mut Half,
-    ) -> Option<((Half, Half), Vec<u8>)> {
+    ) -> Option<((BackendRx, BackendTx), Vec<u8>)> {
         let s = &self.ctx.settings;
         let mut head = RequestHead::default();
         let mut scratch = Vec::new();
@@ -232,10 +255,10 @@ impl Http<'_> {
                             backend.as_ref().map(|b| b.0),
                             started,
                         );
-                        if let (true, Some((addr, index, halves))) = (reuse, backend) {
-                            let _ = addr;
-                            if let Some(stream) = join(halves) {
-                                self.ctx.pools[pool].put_idle(index, stream);
+                        if let (true, Some((_, index, (rx, tx)))) = (reuse, backend) {
+                            let p = &self.ctx.pools[pool];
+                            if let Some(stream) = BackendStream::join(rx, tx, &self.ctx.bufs) {
+                                p.put_idle(index, stream, self.proxy_header(p.proxy_protocol()));
                             }
                         }
                         if close {
@@ -286,6 +309,20 @@ impl Http<'_> {
                         return None;
                     }
                 }
+            }
+        }
+    }
+
+    /// This connection's PROXY header of version `v`.
+    fn proxy_header(&self, v: Option<ProxyVersion>) -> Option<Rc<[u8]>> {
+        self.proxy_headers[slot(v?)].clone()
+    }
+
+    /// The connection ends: backend connections kept for it alone are closed.
+    fn forget_kept(&self) {
+        for p in &self.ctx.pools {
+            if let Some(h) = self.proxy_header(p.proxy_protocol()) {
+                p.drop_tagged(&h);
             }
         }
     }
@@ -377,20 +414,27 @@ impl Http<'_> {
         reader: &mut TlsReader,
         client: &mut Half,
         reuse: bool,
-    ) -> (Exchange, Option<(SocketAddr, usize, (Half, Half))>) {
+    ) -> (Exchange, Option<(SocketAddr, usize, (BackendRx, BackendTx))>) {
         let ctx = self.ctx;
         let p: &Pool = &ctx.pools[pool];
+        let header = self.proxy_header(p.proxy_protocol());
+        let connected = p.connect_or_reuse(
+            self.peer.ip(),
+            header.as_ref(),
+            &ctx.stats,
+            reuse,
+            &ctx.bufs,
+        );
         let (stream, lease, reused) =
-            match p.connect_or_reuse(self.peer.ip(), &ctx.stats, reuse).await {
+            match connected.await {
                 Ok(c) => c,
                 Err(ConnectError::NoneUsable) => {
                     return (refused(503, false, "no usable backend".into()), None);
                 }
                 Err(ConnectError::Failed(e)) => return (refused(502, false, e.to_string()), None),
             };
-        let _ = stream.set_nodelay(true);
         let (addr, index) = (lease.addr(), lease.index());
-        let (mut brx, mut btx) = split(stream);
+        let (mut brx, mut btx) = stream.split();
         // A kept-alive connection the backend closed meanwhile fails before any response byte:
         // a request that is safe to repeat and has no body goes once more on a new connection.
         let may_retry = reused && req.method.idempotent() && req.body == Framing::None;
@@ -408,7 +452,7 @@ impl Http<'_> {
             for part in head.chunks(buf.capacity()) {
                 buf.space()[..part.len()].copy_from_slice(part);
                 buf.set_filled(part.len());
-                let (r, b) = btx.write_all(buf).await;
+                let (r, b) = btx.write_all(buf, &ctx.bufs).await;
                 buf = b;
                 res = r;
                 if res.is_err() {
@@ -481,7 +525,7 @@ impl Http<'_> {
         req: &Request,
         reader: &mut TlsReader,
         client: &mut Half,
-        backend: &mut Half,
+        backend: &mut BackendTx,
         done: &Cell<Option<Instant>>,
     ) -> Result<(), u16> {
         let ctx = self.ctx;
@@ -514,7 +558,7 @@ impl Http<'_> {
     async fn response(
         &self,
         req: &Request,
-        backend: &mut Half,
+        backend: &mut BackendRx,
         may_retry: bool,
         addr: SocketAddr,
         started: &Cell<bool>,
@@ -557,7 +601,7 @@ impl Http<'_> {
                 Err(e) => break refused(e.status, false, format!("{addr}: {}", e.reason)),
             }
             let at = buf.len();
-            let read = pin!(backend.read(buf.slice_mut(at..)));
+            let read = pin!(backend.read(buf.slice_mut(at..), pool));
             let expiry = pin!(backend_deadline(
                 body_done,
                 ctx.settings.http.backend_timeout
@@ -596,7 +640,7 @@ impl Http<'_> {
         req: &Request,
         resp: &ResponseHead,
         mut buf: super::bufpool::PoolBuf,
-        backend: &mut Half,
+        backend: &mut BackendRx,
     ) -> Exchange {
         let ctx = self.ctx;
         let pool = &ctx.bufs;
@@ -652,7 +696,7 @@ impl Http<'_> {
             }
             buf.set_filled(0);
             pending = 0;
-            let read = monoio::time::timeout(idle, backend.read(buf)).await;
+            let read = monoio::time::timeout(idle, backend.read(buf, pool)).await;
             let Ok((res, b)) = read else {
                 return Exchange::Broken("backend idle in the body".into());
             };
@@ -766,13 +810,6 @@ fn path_of(target: &[u8]) -> &[u8] {
         }
     }
     target
-}
-
-/// The socket back from its two halves, to keep it for the next request.
-fn join(halves: (Half, Half)) -> Option<TcpStream> {
-    let (a, b) = halves;
-    drop(b);
-    a.into_stream()
 }
 
 /// Resolves once the backend has had `timeout` since the request body was all sent. While the

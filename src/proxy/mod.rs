@@ -17,6 +17,7 @@ use crate::backend::{health, pool};
 use crate::generation::Generation;
 use crate::route::Routes;
 use crate::stats::{PoolStats, WorkerStats};
+use crate::tls::client::ClientTls;
 use crate::tls::{ServerTls, TlsError};
 use crate::util::latch::Latch;
 
@@ -133,6 +134,18 @@ impl ProxyCtx {
         pool_stats.resize_with(generation.pools.len(), Default::default);
         let tls = ServerTls::new(&generation.tls, previous.map(|p| &p.tls))?;
         let s = &parts.settings;
+        // Each worker builds its own backend TLS configs: their session caches are its own.
+        let mut pools = Vec::with_capacity(generation.pools.len());
+        for p in generation.pools.iter() {
+            let pool = pool::Pool::new(p, s.connect_timeout, s.keepalive, parts.id);
+            pools.push(Rc::new(match &p.tls {
+                None => pool,
+                Some(t) => pool.with_tls(
+                    ClientTls::new(&t.settings, s.http.enabled)?,
+                    t.names.clone(),
+                ),
+            }));
+        }
         let ctx = Rc::new(ProxyCtx {
             generation: generation.clone(),
             tls,
@@ -140,11 +153,7 @@ impl ProxyCtx {
             access_log: parts.access_log.clone(),
             bufs: parts.bufs.clone(),
             routes: generation.routes.clone(),
-            pools: generation
-                .pools
-                .iter()
-                .map(|p| Rc::new(pool::Pool::new(p, s.connect_timeout, s.keepalive, parts.id)))
-                .collect(),
+            pools,
             settings: parts.settings.clone(),
             stats: parts.stats.clone(),
             pool_stats,
@@ -157,6 +166,7 @@ impl ProxyCtx {
                     h.path.clone(),
                     h.interval,
                     ctx.retired.clone(),
+                    ctx.bufs.clone(),
                 ));
             }
         }

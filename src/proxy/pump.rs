@@ -35,6 +35,7 @@ use super::bufpool::{BufPool, PoolBuf};
 use super::handshake::Carry;
 use super::split::{is_cancelled, split, Half};
 use super::tlsio::{ClientError, ClientOut, Sending};
+use crate::backend::conn::{BackendRx, BackendStream, BackendTx};
 use crate::stats::WorkerStats;
 use crate::tls::{Control, Established, Rx, RxEvent, TlsError, Tx};
 use crate::util::baton::Baton;
@@ -118,7 +119,7 @@ pub struct Tunnel {
     pub tx: Tx,
     pub control: RefCell<Control>,
     pub client: (Half, Half),
-    pub backend: (Half, Half),
+    pub backend: (BackendRx, BackendTx),
     /// Client ciphertext not yet opened.
     pub carry: Carry,
     /// Client plaintext not yet forwarded.
@@ -132,7 +133,7 @@ impl Tunnel {
     pub fn new(
         session: Established,
         client: TcpStream,
-        backend: TcpStream,
+        backend: BackendStream,
         carry: Carry,
     ) -> Tunnel {
         Tunnel {
@@ -140,7 +141,7 @@ impl Tunnel {
             tx: session.tx,
             control: session.control,
             client: split(client),
-            backend: split(backend),
+            backend: backend.split(),
             carry,
             to_backend: session.early,
             to_client: Vec::new(),
@@ -171,7 +172,7 @@ struct Pump<'a> {
 struct ClientSide {
     rx: Rx,
     half: Half,
-    to_backend: Half,
+    to_backend: BackendTx,
     /// Client ciphertext not yet opened: `buf[start..]`.
     buf: Option<PoolBuf>,
     start: usize,
@@ -179,7 +180,7 @@ struct ClientSide {
 }
 
 struct BackendSide {
-    half: Half,
+    half: BackendRx,
     early: Vec<u8>,
 }
 
@@ -254,6 +255,7 @@ pub async fn run(
     if let Some(buf) = c.buf.take() {
         pool.put(buf);
     }
+    b.half.release(pool);
     match result {
         Some(Ok(_)) => Outcome::Done,
         None => Outcome::Idle,
@@ -402,7 +404,7 @@ impl Pump<'_> {
         if !c.early.is_empty() {
             let early = std::mem::take(&mut c.early);
             let n = early.len() as u64;
-            let (res, _) = c.to_backend.write_all(early).await;
+            let (res, _) = c.to_backend.write_all(early, self.pool).await;
             res.map_err(backend_io)?;
             self.stats.bytes_to_backend.add(n);
         }
@@ -447,14 +449,14 @@ impl Pump<'_> {
             if plain_end > 0 {
                 // Invariant: plain_end > 0 only after records were opened from `buf`.
                 let b = c.buf.take().expect("plaintext came from this buffer");
-                let (res, slice) = c.to_backend.write_all(b.slice(..plain_end)).await;
+                let (res, slice) = c.to_backend.write_all(b.slice(..plain_end), self.pool).await;
                 c.buf = Some(slice.into_inner());
                 res.map_err(backend_io)?;
                 self.stats.bytes_to_backend.add(plain_end as u64);
                 self.touch();
             }
             if closed {
-                let _ = c.to_backend.shutdown_write();
+                let _ = c.to_backend.shutdown(self.pool).await;
                 return Ok(());
             }
             // Keep a partial record at the front of the buffer, or give the buffer back.
@@ -501,7 +503,7 @@ impl Pump<'_> {
             if b.is_empty() {
                 // FIN (without close_notify, or mid-record): still a half-close to carry.
                 self.pool.put(b);
-                let _ = c.to_backend.shutdown_write();
+                let _ = c.to_backend.shutdown(self.pool).await;
                 return Ok(());
             }
             c.buf = Some(b);
@@ -519,10 +521,13 @@ impl Pump<'_> {
             self.out.send(&early).await.map_err(client_side)?;
             self.stats.bytes_to_client.add(early.len() as u64);
         }
+        if b.half.is_tls() {
+            return self.backend_records(b).await;
+        }
         loop {
             let limit = self.pool.size() - RECORD_SLACK;
             let input = self
-                .read_pooled(&mut b.half, FROM_BACKEND, limit)
+                .read_pooled(b.half.half_mut(), FROM_BACKEND, limit)
                 .await
                 .map_err(backend_io)?;
             let n = input.len();
@@ -538,6 +543,57 @@ impl Pump<'_> {
             result.map_err(client_side)?;
             self.touch();
             self.stats.bytes_to_client.add(n as u64);
+        }
+    }
+
+    /// Backend records in (a TLS backend), records out to the client: each read's records
+    /// are opened in place and their plaintext sealed from there into the client's records.
+    async fn backend_records(&self, b: &mut BackendSide) -> Result<(), Side> {
+        loop {
+            let plain = b.half.pending().map_err(backend_io)?;
+            let n = plain.len();
+            if n > 0 {
+                self.touch();
+                let result = self.out.send(plain).await;
+                b.half.consumed(self.pool);
+                result.map_err(client_side)?;
+                self.touch();
+                self.stats.bytes_to_client.add(n as u64);
+                continue;
+            }
+            if b.half.finished() {
+                self.out.close().await.map_err(client_side)?;
+                self.done[FROM_BACKEND].set(true);
+                return Ok(());
+            }
+            match b.half.take_partial(self.pool) {
+                None => {
+                    let size = self.pool.size();
+                    let input = self
+                        .read_pooled(b.half.half_mut(), FROM_BACKEND, size)
+                        .await
+                        .map_err(backend_io)?;
+                    b.half.put_read(input, self.pool);
+                }
+                Some(buf) => {
+                    let at = buf.len();
+                    let handle = self.cancel[FROM_BACKEND].borrow().handle();
+                    let (res, slice) = b.half.cancelable_read(buf.slice_mut(at..), handle).await;
+                    let mut buf = slice.into_inner();
+                    match res {
+                        // FIN inside a record: the end, as on the client side.
+                        Ok(0) => buf.set_filled(0),
+                        Ok(_) => {}
+                        // Called off while idle mid-record: keep the bytes, read again.
+                        Err(e) if is_cancelled(&e) => {}
+                        Err(e) => {
+                            self.pool.put(buf);
+                            return Err(backend_io(e));
+                        }
+                    }
+                    b.half.put_read(buf, self.pool);
+                }
+            }
         }
     }
 }

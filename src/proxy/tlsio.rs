@@ -10,6 +10,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use super::bufpool::{BufPool, PoolBuf};
 use super::handshake::Carry;
 use super::split::Half;
+use crate::backend::conn::BackendTx;
 use crate::tls::record::{Opener, HEADER_LEN};
 use crate::tls::{Control, Rx, RxEvent, TlsError, Tx};
 use crate::util::baton::Baton;
@@ -185,12 +186,17 @@ impl TlsReader {
     }
 
     /// Writes the first `n` plaintext bytes to `to` and consumes them, without copying.
-    pub async fn forward(&mut self, n: usize, to: &mut Half, pool: &BufPool) -> io::Result<()> {
+    pub async fn forward(
+        &mut self,
+        n: usize,
+        to: &mut BackendTx,
+        pool: &BufPool,
+    ) -> io::Result<()> {
         let Some(p) = self.plain.take() else {
             return Ok(());
         };
         let start = self.pstart;
-        let (res, slice) = to.write_all(p.slice(start..start + n)).await;
+        let (res, slice) = to.write_all(p.slice(start..start + n), pool).await;
         self.plain = Some(slice.into_inner());
         res?;
         self.consume(n, pool);

@@ -42,8 +42,9 @@ pub struct ClientTlsSettings {
     pub roots_from: String,
     /// The certificate tern shows when a backend asks for one.
     pub client_cert: Option<Arc<CertifiedKey>>,
-    /// ALPN protocols offered to the backend; empty offers none.
-    pub alpn: Vec<Vec<u8>>,
+    /// ALPN protocols offered to the backend (empty offers none); `None`: the mode's default,
+    /// `http/1.1` in http mode and none in tcp mode.
+    pub alpn: Option<Vec<Vec<u8>>>,
 }
 
 impl fmt::Debug for ClientTlsSettings {
@@ -136,7 +137,8 @@ impl ClientTls {
     /// Builds this worker's config: its own verifier, certificate resolver and session cache
     /// (rustls resumes a session only under the same verifier and resolver, by pointer, so
     /// these stay with the config for the worker's life in this generation).
-    pub fn new(settings: &ClientTlsSettings) -> Result<ClientTls, TlsError> {
+    /// `http`: tern runs in http mode (for the default ALPN).
+    pub fn new(settings: &ClientTlsSettings, http: bool) -> Result<ClientTls, TlsError> {
         let provider = super::provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(rustls::DEFAULT_VERSIONS)
@@ -159,7 +161,11 @@ impl ClientTls {
             )))),
             None => builder.with_no_client_auth(),
         };
-        cfg.alpn_protocols = settings.alpn.clone();
+        cfg.alpn_protocols = match &settings.alpn {
+            Some(list) => list.clone(),
+            None if http => vec![b"http/1.1".to_vec()],
+            None => Vec::new(),
+        };
         cfg.enable_secret_extraction = true;
         cfg.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(256)));
         Ok(ClientTls(Arc::new(cfg)))

@@ -72,7 +72,7 @@ fn settings(verify: Verify) -> ClientTlsSettings {
         verify,
         roots_from: "test".into(),
         client_cert: None,
-        alpn: vec![b"http/1.1".to_vec()],
+        alpn: None,
     }
 }
 
@@ -146,7 +146,7 @@ fn exchange(est: &mut Established, s: &mut ServerConnection, leftover: Vec<u8>) 
 fn verifies_resumes_through_tickets_and_carries_data() {
     let pki = Pki::new();
     let scfg = server_config(pki.leaf(&["backend.test"], "backend"), None);
-    let tls = ClientTls::new(&settings(Verify::Roots(pki.roots()))).unwrap();
+    let tls = ClientTls::new(&settings(Verify::Roots(pki.roots())), true).unwrap();
     for round in 0..2 {
         let mut s = ServerConnection::new(scfg.clone()).unwrap();
         let (mut est, rest) = handshake(tls.connect("backend.test").unwrap(), &mut s).unwrap();
@@ -166,11 +166,11 @@ fn another_worker_config_does_not_resume() {
     let pki = Pki::new();
     let scfg = server_config(pki.leaf(&["backend.test"], "backend"), None);
     let st = settings(Verify::Roots(pki.roots()));
-    let first = ClientTls::new(&st).unwrap();
+    let first = ClientTls::new(&st, true).unwrap();
     let mut s = ServerConnection::new(scfg.clone()).unwrap();
     let (mut est, rest) = handshake(first.connect("backend.test").unwrap(), &mut s).unwrap();
     exchange(&mut est, &mut s, rest);
-    let other = ClientTls::new(&st).unwrap();
+    let other = ClientTls::new(&st, true).unwrap();
     let mut s = ServerConnection::new(scfg).unwrap();
     let (est, _) = handshake(other.connect("backend.test").unwrap(), &mut s).unwrap();
     assert!(!est.info.resumed, "each worker's cache is its own");
@@ -180,17 +180,17 @@ fn another_worker_config_does_not_resume() {
 fn wrong_name_or_wrong_ca_fails_in_the_handshake() {
     let pki = Pki::new();
     let scfg = server_config(pki.leaf(&["backend.test"], "backend"), None);
-    let tls = ClientTls::new(&settings(Verify::Roots(pki.roots()))).unwrap();
+    let tls = ClientTls::new(&settings(Verify::Roots(pki.roots())), true).unwrap();
     let mut s = ServerConnection::new(scfg.clone()).unwrap();
     let e = handshake(tls.connect("other.test").unwrap(), &mut s).err().unwrap();
     assert!(e.to_string().contains("certificate"), "{e}");
     let stranger = Pki::new();
-    let tls = ClientTls::new(&settings(Verify::Roots(stranger.roots()))).unwrap();
+    let tls = ClientTls::new(&settings(Verify::Roots(stranger.roots())), true).unwrap();
     let mut s = ServerConnection::new(scfg.clone()).unwrap();
     let e = handshake(tls.connect("backend.test").unwrap(), &mut s).err().unwrap();
     assert!(e.to_string().contains("invalid peer certificate"), "{e}");
     // Insecure takes either.
-    let tls = ClientTls::new(&settings(Verify::Insecure)).unwrap();
+    let tls = ClientTls::new(&settings(Verify::Insecure), true).unwrap();
     let mut s = ServerConnection::new(scfg).unwrap();
     assert!(handshake(tls.connect("other.test").unwrap(), &mut s).is_ok());
 }
@@ -199,7 +199,7 @@ fn wrong_name_or_wrong_ca_fails_in_the_handshake() {
 fn ip_names_send_no_sni_and_check_the_ip_san() {
     let pki = Pki::new();
     let scfg = server_config(pki.leaf(&["127.0.0.1"], "backend"), None);
-    let tls = ClientTls::new(&settings(Verify::Roots(pki.roots()))).unwrap();
+    let tls = ClientTls::new(&settings(Verify::Roots(pki.roots())), true).unwrap();
     let mut s = ServerConnection::new(scfg.clone()).unwrap();
     let (est, _) = handshake(tls.connect("127.0.0.1").unwrap(), &mut s).unwrap();
     assert_eq!(s.server_name(), None);
@@ -217,12 +217,12 @@ fn presents_the_client_certificate() {
         Some(client_pki.roots()),
     );
     let mut st = settings(Verify::Roots(pki.roots()));
-    let tls = ClientTls::new(&st).unwrap();
+    let tls = ClientTls::new(&st, true).unwrap();
     let mut s = ServerConnection::new(scfg.clone()).unwrap();
     // Without one, the server refuses.
     assert!(handshake(tls.connect("backend.test").unwrap(), &mut s).is_err());
     st.client_cert = Some(client_pki.leaf(&["tern.test"], "tern-proxy"));
-    let tls = ClientTls::new(&st).unwrap();
+    let tls = ClientTls::new(&st, true).unwrap();
     let mut s = ServerConnection::new(scfg).unwrap();
     let (mut est, rest) = handshake(tls.connect("backend.test").unwrap(), &mut s).unwrap();
     let shown = s.peer_certificates().unwrap();
