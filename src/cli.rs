@@ -104,7 +104,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", requires_all = ["backend_tls", "backend_cert"])]
     pub backend_key: Option<PathBuf>,
     /// ALPN protocols to offer the backends [default: http/1.1 in http mode, none in tcp mode].
-    #[arg(long, value_name = "PROTO,...", value_delimiter = ',', requires = "backend_tls")]
+    #[arg(
+        long,
+        value_name = "PROTO,...",
+        value_delimiter = ',',
+        requires = "backend_tls"
+    )]
     pub backend_alpn: Option<Vec<String>>,
     /// Check nothing about the backends' certificates (tests only: anyone between tern and the
     /// backends can read and change the traffic). Logged loudly at start and at each reload.

@@ -29,7 +29,9 @@ impl Rig {
 
     /// A TLS backend with a certificate from the rig's CA for `names`.
     fn backend(&self, serve: Serve, names: &[&str], tweak: impl FnOnce(&mut Opts)) -> HopBackend {
-        let leaf = self.ca.leaf(self.dir.path(), &format!("b{}", names.len()), names, EC);
+        let leaf = self
+            .ca
+            .leaf(self.dir.path(), &format!("b{}", names.len()), names, EC);
         let mut o = Opts::new(serve);
         o.tls = Some((leaf.cert, leaf.key));
         tweak(&mut o);
@@ -85,14 +87,24 @@ fn tcp_mode_reencrypts_and_resumes_to_the_backend() {
     // Large enough to cut records across reads both ways.
     let data = pattern(200_000, 7);
     assert_eq!(echo_through(&tern, &rig.front, &data).unwrap(), data);
-    assert_eq!(echo_through(&tern, &rig.front, b"second").unwrap(), b"second");
+    assert_eq!(
+        echo_through(&tern, &rig.front, b"second").unwrap(),
+        b"second"
+    );
     let seen = b.wait_conns(2);
     assert_eq!(seen[0].handshake, Some(Ok(())));
-    assert_eq!(seen[0].sni.as_deref(), Some("localhost"), "the host as written");
+    assert_eq!(
+        seen[0].sni.as_deref(),
+        Some("localhost"),
+        "the host as written"
+    );
     assert_eq!(seen[0].alpn, None, "tcp mode offers no ALPN by default");
     assert_eq!(seen[0].app_bytes, data.len());
     assert!(!seen[0].resumed);
-    assert!(seen[1].resumed, "the second connection resumed with the backend's ticket");
+    assert!(
+        seen[1].resumed,
+        "the second connection resumed with the backend's ticket"
+    );
 }
 
 #[test]
@@ -121,8 +133,20 @@ fn a_wrong_ca_or_name_gets_no_byte_and_the_client_is_closed() {
     let ca = rig.ca_path();
     // Wrong CA; then the right CA but a name the certificate does not have.
     for extra in [
-        vec!["--backend-tls", "--backend-ca", other_ca.as_str(), "--backend-sni", "backend.test"],
-        vec!["--backend-tls", "--backend-ca", ca.as_str(), "--backend-sni", "wrong.test"],
+        vec![
+            "--backend-tls",
+            "--backend-ca",
+            other_ca.as_str(),
+            "--backend-sni",
+            "backend.test",
+        ],
+        vec![
+            "--backend-tls",
+            "--backend-ca",
+            ca.as_str(),
+            "--backend-sni",
+            "wrong.test",
+        ],
     ] {
         let tern = rig.tern(&b.addr.to_string(), &extra);
         let mut s = connect(tern.addr(), &rig.front.client(rustls::DEFAULT_VERSIONS)).unwrap();
@@ -158,14 +182,26 @@ fn http_mode_pools_tls_connections_and_drops_them_after_close_notify() {
     let r3 = get(&mut s, "/close-notify");
     assert_eq!((r1.status, r2.status, r3.status), (200, 200, 200));
     assert!(r1.text().starts_with("conn=0 "), "{}", r1.text());
-    assert!(r1.text().contains("alpn=Some(\"http/1.1\")"), "{}", r1.text());
+    assert!(
+        r1.text().contains("alpn=Some(\"http/1.1\")"),
+        "{}",
+        r1.text()
+    );
     // One backend TLS connection for all three, though the backend updated its keys.
-    assert!(r3.text().starts_with("conn=0 ") && r3.text().ends_with("n=3"), "{}", r3.text());
+    assert!(
+        r3.text().starts_with("conn=0 ") && r3.text().ends_with("n=3"),
+        "{}",
+        r3.text()
+    );
     // The backend said close_notify while the connection idled: the pool let it go, and
     // the next request went on a new connection (resumed with the first one's ticket).
     let r4 = get(&mut s, "/after");
     assert_eq!(r4.status, 200);
-    assert!(r4.text().starts_with("conn=1 resumed=true"), "{}", r4.text());
+    assert!(
+        r4.text().starts_with("conn=1 resumed=true"),
+        "{}",
+        r4.text()
+    );
     assert_eq!(b.seen().len(), 2);
 }
 
@@ -223,7 +259,11 @@ fn ip_backends_check_the_ip_san_and_send_no_sni() {
     let mut s = connect(tern.addr(), &rig.front.client(rustls::DEFAULT_VERSIONS)).unwrap();
     let r = get(&mut s, "/");
     assert_eq!(r.status, 200);
-    assert!(r.text().contains("sni=Some(\"api.internal\")"), "{}", r.text());
+    assert!(
+        r.text().contains("sni=Some(\"api.internal\")"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]
@@ -237,11 +277,17 @@ fn a_client_certificate_is_shown_to_the_backend() {
     let backend = format!("localhost:{}", b.addr.port());
     let ca = rig.ca_path();
     // Without it the backend refuses the handshake: 502.
-    let tern = rig.tern(&backend, &["--mode", "http", "--backend-tls", "--backend-ca", &ca]);
+    let tern = rig.tern(
+        &backend,
+        &["--mode", "http", "--backend-tls", "--backend-ca", &ca],
+    );
     let mut s = connect(tern.addr(), &rig.front.client(rustls::DEFAULT_VERSIONS)).unwrap();
     assert_eq!(get(&mut s, "/").status, 502);
     drop(tern);
-    let (cert, key) = (mine.cert.display().to_string(), mine.key.display().to_string());
+    let (cert, key) = (
+        mine.cert.display().to_string(),
+        mine.key.display().to_string(),
+    );
     let tern = rig.tern(
         &backend,
         &[
@@ -260,7 +306,11 @@ fn a_client_certificate_is_shown_to_the_backend() {
     assert_eq!(get(&mut s, "/").status, 200);
     let seen = b.seen();
     let last = seen.last().unwrap();
-    assert_eq!(last.client_cert.as_ref(), Some(&mine.der), "the backend verified ours");
+    assert_eq!(
+        last.client_cert.as_ref(),
+        Some(&mine.der),
+        "the backend verified ours"
+    );
 }
 
 #[test]
@@ -271,13 +321,22 @@ fn insecure_takes_a_self_signed_backend_and_says_so_loudly() {
     // By address: a reload under the sandbox cannot read /etc/hosts to resolve localhost.
     let tern = rig.tern(
         &b.addr.to_string(),
-        &["--backend-tls", "--backend-insecure", "--backend-sni", "wrong.name"],
+        &[
+            "--backend-tls",
+            "--backend-insecure",
+            "--backend-sni",
+            "wrong.name",
+        ],
     );
     assert!(tern.log_text().contains("INSECURE"), "{}", tern.log_text());
     assert_eq!(echo_through(&tern, &rig.front, b"hello").unwrap(), b"hello");
     // Each reload says it again.
     tern.signal(libc::SIGHUP);
-    assert!(tern.wait_for_count("INSECURE", 2, WAIT), "{}", tern.log_text());
+    assert!(
+        tern.wait_for_count("INSECURE", 2, WAIT),
+        "{}",
+        tern.log_text()
+    );
 }
 
 #[test]
@@ -303,7 +362,11 @@ fn the_config_file_sets_tls_per_pool() {
     let mut s = connect(tern.addr(), &rig.front.client(rustls::DEFAULT_VERSIONS)).unwrap();
     let r = get(&mut s, "/");
     assert_eq!(r.status, 200);
-    assert!(r.text().contains("sni=Some(\"api.internal\")"), "{}", r.text());
+    assert!(
+        r.text().contains("sni=Some(\"api.internal\")"),
+        "{}",
+        r.text()
+    );
     assert!(r.text().contains("alpn=Some(\"echo\")"), "{}", r.text());
     // A TLS key without tls = true is refused, naming the line.
     std::fs::write(
@@ -338,7 +401,10 @@ fn bad_backend_tls_flags_are_refused_naming_them() {
     assert!(err.contains("--backend-tls"), "{err}");
     let (st, err) = run(&["--backend-tls", "--backend-ca", "/nonexistent.pem"]);
     assert_eq!(st.code(), Some(2));
-    assert!(err.contains("cannot read --backend-ca /nonexistent.pem"), "{err}");
+    assert!(
+        err.contains("cannot read --backend-ca /nonexistent.pem"),
+        "{err}"
+    );
     let (st, err) = run(&["--backend-tls", "--backend-sni", "not a name!"]);
     assert_eq!(st.code(), Some(2));
     assert!(err.contains("--backend-sni"), "{err}");

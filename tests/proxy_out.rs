@@ -61,8 +61,19 @@ fn tcp_mode_v2_before_tls_with_alpn_authority_and_ssl_tlvs() {
     let ca_path = ca.pem_path().display().to_string();
     let backend = format!("localhost:{}", b.addr.port());
     let args = [
-        "--listen", "127.0.0.1:0", "--backend", &backend, "--workers", "1", "--alpn",
-        "http/1.1", "--proxy-protocol", "v2", "--backend-tls", "--backend-ca", &ca_path,
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        &backend,
+        "--workers",
+        "1",
+        "--alpn",
+        "http/1.1",
+        "--proxy-protocol",
+        "v2",
+        "--backend-tls",
+        "--backend-ca",
+        &ca_path,
     ];
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     all.extend(certs.args());
@@ -96,11 +107,18 @@ fn http_mode_sends_one_header_per_backend_connection_never_shared_between_client
     let mut o = Opts::new(Serve::Http);
     o.proxy = true;
     let b = HopBackend::start(o);
-    let tern = start_tern(&certs, b.addr, &["--mode", "http", "--proxy-protocol", "v2"]);
+    let tern = start_tern(
+        &certs,
+        b.addr,
+        &["--mode", "http", "--proxy-protocol", "v2"],
+    );
     let cfg = certs.client(rustls::DEFAULT_VERSIONS);
     let mut one = connect(tern.addr(), &cfg).unwrap();
     let mut two = connect(tern.addr(), &cfg).unwrap();
-    let (a, z) = (one.sock.local_addr().unwrap(), two.sock.local_addr().unwrap());
+    let (a, z) = (
+        one.sock.local_addr().unwrap(),
+        two.sock.local_addr().unwrap(),
+    );
     // Interleaved: a pool shared between clients would hand one's connection to the other.
     let r1 = get(&mut one, "/1");
     let r2 = get(&mut two, "/2");
@@ -110,16 +128,26 @@ fn http_mode_sends_one_header_per_backend_connection_never_shared_between_client
         assert_eq!(r.status, 200);
         let t = r.text();
         assert!(t.contains(&format!("src=Some(\"{me}\")")), "{t}");
-        assert!(t.ends_with(&format!("n={n}")), "kept alive for its own client: {t}");
+        assert!(
+            t.ends_with(&format!("n={n}")),
+            "kept alive for its own client: {t}"
+        );
     }
     let seen = b.seen();
-    assert_eq!(seen.len(), 2, "one backend connection per client connection");
+    assert_eq!(
+        seen.len(),
+        2,
+        "one backend connection per client connection"
+    );
     // A client that comes after them gets a connection of its own.
     drop(one);
     let mut three = connect(tern.addr(), &cfg).unwrap();
     let me = three.sock.local_addr().unwrap();
     let t = get(&mut three, "/5").text();
-    assert!(t.contains(&format!("src=Some(\"{me}\")")) && t.ends_with("n=1"), "{t}");
+    assert!(
+        t.contains(&format!("src=Some(\"{me}\")")) && t.ends_with("n=1"),
+        "{t}"
+    );
     assert_eq!(b.seen().len(), 3);
 }
 
@@ -200,9 +228,15 @@ fn the_config_file_sets_it_per_pool() {
     let tern = Tern::start(&["--config", &c, "--workers", "1", "--mode", "http"]);
     let mut s = connect(tern.addr(), &certs.client(rustls::DEFAULT_VERSIONS)).unwrap();
     assert_eq!(get(&mut s, "/").status, 200);
-    assert_eq!(b.wait_conns(1)[0].proxy.as_ref().unwrap().version, Version::V1);
+    assert_eq!(
+        b.wait_conns(1)[0].proxy.as_ref().unwrap().version,
+        Version::V1
+    );
     write("v3");
     let (st, err) = run_tern(&["check", "--config", &c]);
     assert_eq!(st.code(), Some(2));
-    assert!(err.contains("tern.toml:8: proxy_protocol: 'v3' is not v1 or v2"), "{err}");
+    assert!(
+        err.contains("tern.toml:8: proxy_protocol: 'v3' is not v1 or v2"),
+        "{err}"
+    );
 }

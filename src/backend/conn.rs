@@ -166,7 +166,10 @@ impl BackendStream {
     pub fn split(self) -> (BackendRx, BackendTx) {
         let (r, w) = split(self.stream);
         match self.tls {
-            None => (BackendRx { half: r, tls: None }, BackendTx { half: w, tls: None }),
+            None => (
+                BackendRx { half: r, tls: None },
+                BackendTx { half: w, tls: None },
+            ),
             Some(t) => {
                 let t = *t;
                 let start = 0;

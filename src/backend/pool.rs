@@ -409,9 +409,7 @@ impl Pool {
     /// serve nobody else.
     pub fn drop_tagged(&self, tag: &Rc<[u8]>) {
         for b in &self.backends {
-            b.idle
-                .borrow_mut()
-                .retain(|e| !same_tag(&e.tag, Some(tag)));
+            b.idle.borrow_mut().retain(|e| !same_tag(&e.tag, Some(tag)));
         }
     }
 

@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn suite_names_are_the_registry_s() {
-        assert_eq!(iana_suite("TLS13_AES_128_GCM_SHA256"), "TLS_AES_128_GCM_SHA256");
+        assert_eq!(
+            iana_suite("TLS13_AES_128_GCM_SHA256"),
+            "TLS_AES_128_GCM_SHA256"
+        );
         assert_eq!(
             iana_suite("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"

@@ -96,9 +96,9 @@ pub fn tls_spec(
             Some(name) => Ok(name.clone()),
             None => {
                 let host = host_of(b);
-                client::check_name(host).map(|_| host.to_string()).map_err(|e| {
-                    format!("backend {b}: {e}; give {} to name it", l("sni"))
-                })
+                client::check_name(host)
+                    .map(|_| host.to_string())
+                    .map_err(|e| format!("backend {b}: {e}; give {} to name it", l("sni")))
             }
         })
         .collect::<Result<Vec<_>, _>>()?;

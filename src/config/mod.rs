@@ -19,9 +19,9 @@ use crate::proxy::accesslog::Target as AccessLogTarget;
 use crate::proxy::{HttpSettings, Settings};
 use crate::route::{HostMatch, Route, Routes};
 use crate::tls::certs::{self, CertSpec, CertStore};
+use crate::tls::client::Verify;
 use crate::tls::policy::Policy;
 use crate::tls::tickets::MasterSecret;
-use crate::tls::client::Verify;
 use crate::tls::{self, TlsSettings};
 use crate::util::cpus;
 
@@ -422,7 +422,10 @@ fn generation(
         }
     };
     for p in topology.pools.iter() {
-        if p.tls.as_ref().is_some_and(|t| matches!(t.settings.verify, Verify::Insecure)) {
+        if p.tls
+            .as_ref()
+            .is_some_and(|t| matches!(t.settings.verify, Verify::Insecure))
+        {
             tracing::warn!(
                 pool = %p.name,
                 "INSECURE: backend certificates of pool '{}' are not checked \

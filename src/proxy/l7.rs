@@ -18,17 +18,17 @@ use super::accesslog::{method_name, Entry};
 use super::handshake::Carry;
 use super::pump::{self, Tunnel};
 use super::split::{split, Half};
-use crate::backend::conn::{BackendRx, BackendStream, BackendTx};
-use crate::backend::proxy_out;
-use crate::proxyproto::Version as ProxyVersion;
-use std::rc::Rc;
 use super::tlsio::{ClientError, ClientOut, Sending, TlsReader};
 use super::Ctx;
+use crate::backend::conn::{BackendRx, BackendStream, BackendTx};
 use crate::backend::pool::{ConnectError, Pool};
+use crate::backend::proxy_out;
 use crate::http::{self, forward, BodyScanner, Framing, Method, RequestHead, ResponseHead};
+use crate::proxyproto::Version as ProxyVersion;
 use crate::route::normalize_host;
 use crate::tls::Established;
 use crate::util::baton::Baton;
+use std::rc::Rc;
 
 /// What one request needs after its head bytes are gone.
 struct Request {
@@ -105,7 +105,8 @@ pub async fn serve(
     let local = client.local_addr().unwrap_or(peer);
     let mut proxy_headers: [Option<Rc<[u8]>>; 2] = [None, None];
     for v in ctx.pools.iter().filter_map(|p| p.proxy_protocol()) {
-        proxy_headers[slot(v)].get_or_insert_with(|| proxy_out::header(v, peer, local, &info).into());
+        proxy_headers[slot(v)]
+            .get_or_insert_with(|| proxy_out::header(v, peer, local, &info).into());
     }
     let (mut client_rx, client_tx) = split(client);
     let keep = client_rx.keep();
@@ -414,7 +415,10 @@ impl Http<'_> {
         reader: &mut TlsReader,
         client: &mut Half,
         reuse: bool,
-    ) -> (Exchange, Option<(SocketAddr, usize, (BackendRx, BackendTx))>) {
+    ) -> (
+        Exchange,
+        Option<(SocketAddr, usize, (BackendRx, BackendTx))>,
+    ) {
         let ctx = self.ctx;
         let p: &Pool = &ctx.pools[pool];
         let header = self.proxy_header(p.proxy_protocol());
@@ -425,14 +429,13 @@ impl Http<'_> {
             reuse,
             &ctx.bufs,
         );
-        let (stream, lease, reused) =
-            match connected.await {
-                Ok(c) => c,
-                Err(ConnectError::NoneUsable) => {
-                    return (refused(503, false, "no usable backend".into()), None);
-                }
-                Err(ConnectError::Failed(e)) => return (refused(502, false, e.to_string()), None),
-            };
+        let (stream, lease, reused) = match connected.await {
+            Ok(c) => c,
+            Err(ConnectError::NoneUsable) => {
+                return (refused(503, false, "no usable backend".into()), None);
+            }
+            Err(ConnectError::Failed(e)) => return (refused(502, false, e.to_string()), None),
+        };
         let (addr, index) = (lease.addr(), lease.index());
         let (mut brx, mut btx) = stream.split();
         // A kept-alive connection the backend closed meanwhile fails before any response byte:

@@ -449,7 +449,10 @@ impl Pump<'_> {
             if plain_end > 0 {
                 // Invariant: plain_end > 0 only after records were opened from `buf`.
                 let b = c.buf.take().expect("plaintext came from this buffer");
-                let (res, slice) = c.to_backend.write_all(b.slice(..plain_end), self.pool).await;
+                let (res, slice) = c
+                    .to_backend
+                    .write_all(b.slice(..plain_end), self.pool)
+                    .await;
                 c.buf = Some(slice.into_inner());
                 res.map_err(backend_io)?;
                 self.stats.bytes_to_backend.add(plain_end as u64);

@@ -145,10 +145,12 @@ impl ClientTls {
             .map_err(TlsError::Protocol)?;
         let builder = match &settings.verify {
             Verify::Roots(roots) => {
-                let verifier =
-                    WebPkiServerVerifier::builder_with_provider(Arc::new((**roots).clone()), provider)
-                        .build()
-                        .map_err(|e| TlsError::Protocol(rustls::Error::General(e.to_string())))?;
+                let verifier = WebPkiServerVerifier::builder_with_provider(
+                    Arc::new((**roots).clone()),
+                    provider,
+                )
+                .build()
+                .map_err(|e| TlsError::Protocol(rustls::Error::General(e.to_string())))?;
                 builder.with_webpki_verifier(verifier)
             }
             Verify::Insecure => builder
@@ -156,9 +158,9 @@ impl ClientTls {
                 .with_custom_certificate_verifier(Arc::new(Insecure(provider))),
         };
         let mut cfg = match &settings.client_cert {
-            Some(key) => builder.with_client_cert_resolver(Arc::new(OneCert(Arc::new(
-                (**key).clone(),
-            )))),
+            Some(key) => {
+                builder.with_client_cert_resolver(Arc::new(OneCert(Arc::new((**key).clone()))))
+            }
             None => builder.with_no_client_auth(),
         };
         cfg.alpn_protocols = match &settings.alpn {
@@ -296,6 +298,8 @@ impl Connecting {
             Some(rustls::SupportedCipherSuite::Tls12(s)) => s.common.confidentiality_limit,
             _ => u64::MAX,
         };
+        // The defaults stand for what only a server side knows (the client's certificate).
+        #[allow(clippy::needless_update)]
         let info = SessionInfo {
             version: match version {
                 Version::Tls13 => "TLSv1.3",

@@ -363,11 +363,15 @@ impl Control {
         };
         while !msgs.is_empty() {
             let [NEW_SESSION_TICKET, a, b, c, rest @ ..] = msgs else {
-                return Err(RecordError::Unexpected("handshake message after the handshake").into());
+                return Err(
+                    RecordError::Unexpected("handshake message after the handshake").into(),
+                );
             };
             let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
             if rest.len() < len {
-                return Err(RecordError::Unexpected("handshake message split across records").into());
+                return Err(
+                    RecordError::Unexpected("handshake message split across records").into(),
+                );
             }
             let (ticket, next) = rest.split_at(len);
             k.handle_new_session_ticket(ticket)

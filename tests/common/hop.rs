@@ -135,7 +135,11 @@ fn server_config(cert: &Path, key: &Path, opts: &Opts) -> Arc<ServerConfig> {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             roots.add(ca.clone()).unwrap();
-            b.with_client_cert_verifier(WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap())
+            b.with_client_cert_verifier(
+                WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .unwrap(),
+            )
         }
         None => b.with_no_client_auth(),
     };

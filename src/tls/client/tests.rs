@@ -38,8 +38,7 @@ impl Pki {
             .push(rcgen::DnType::CommonName, cn);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        crate::tls::certs::from_der(vec![cert.der().clone()], der, &crate::tls::provider())
-            .unwrap()
+        crate::tls::certs::from_der(vec![cert.der().clone()], der, &crate::tls::provider()).unwrap()
     }
 
     fn roots(&self) -> Arc<RootCertStore> {
@@ -49,7 +48,10 @@ impl Pki {
     }
 }
 
-fn server_config(key: Arc<CertifiedKey>, client_ca: Option<Arc<RootCertStore>>) -> Arc<ServerConfig> {
+fn server_config(
+    key: Arc<CertifiedKey>,
+    client_ca: Option<Arc<RootCertStore>>,
+) -> Arc<ServerConfig> {
     let b = ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
         .unwrap();
@@ -182,12 +184,16 @@ fn wrong_name_or_wrong_ca_fails_in_the_handshake() {
     let scfg = server_config(pki.leaf(&["backend.test"], "backend"), None);
     let tls = ClientTls::new(&settings(Verify::Roots(pki.roots())), true).unwrap();
     let mut s = ServerConnection::new(scfg.clone()).unwrap();
-    let e = handshake(tls.connect("other.test").unwrap(), &mut s).err().unwrap();
+    let e = handshake(tls.connect("other.test").unwrap(), &mut s)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("certificate"), "{e}");
     let stranger = Pki::new();
     let tls = ClientTls::new(&settings(Verify::Roots(stranger.roots())), true).unwrap();
     let mut s = ServerConnection::new(scfg.clone()).unwrap();
-    let e = handshake(tls.connect("backend.test").unwrap(), &mut s).err().unwrap();
+    let e = handshake(tls.connect("backend.test").unwrap(), &mut s)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("invalid peer certificate"), "{e}");
     // Insecure takes either.
     let tls = ClientTls::new(&settings(Verify::Insecure), true).unwrap();
