@@ -90,22 +90,29 @@ pub fn system_roots() -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The files the system store is read from, for the sandbox (a reload reads them again).
+/// The files the system store is read from, for the sandbox (a reload reads them again):
+/// the bundle, and every file of the certificate directories, whose symlinks lead into
+/// further directories (`/usr/share/ca-certificates`, `/usr/local/share/ca-certificates`).
+/// Naming the files, not the directory, keeps the sandbox from opening the directory's
+/// parent (`/etc/ssl`, where `private/` is).
 pub fn system_root_files() -> Vec<std::path::PathBuf> {
     let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    let mut files = Vec::new();
-    match (env("SSL_CERT_FILE"), env("SSL_CERT_DIR")) {
-        (None, None) => {
-            let probe = openssl_probe::probe();
-            files.extend(probe.cert_file);
-            // A directory is given as a file inside it, so that it is the one readable.
-            files.extend(probe.cert_dir.into_iter().map(|d| d.join(".")));
-        }
-        (file, dirs) => {
-            files.extend(file.map(Into::into));
-            if let Some(dirs) = dirs {
-                files.extend(std::env::split_paths(&dirs).map(|d| d.join(".")));
+    let (file, dirs): (Option<std::path::PathBuf>, Vec<std::path::PathBuf>) =
+        match (env("SSL_CERT_FILE"), env("SSL_CERT_DIR")) {
+            (None, None) => {
+                let probe = openssl_probe::probe();
+                (probe.cert_file, probe.cert_dir.into_iter().collect())
             }
+            (file, dirs) => (
+                file.map(Into::into),
+                dirs.map(|d| std::env::split_paths(&d).collect())
+                    .unwrap_or_default(),
+            ),
+        };
+    let mut files: Vec<std::path::PathBuf> = file.into_iter().collect();
+    for dir in dirs {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
         }
     }
     files
