@@ -101,12 +101,14 @@ pub async fn serve(
         info,
         early,
     } = session;
-    // The address the client reached, for PROXY headers to backends (before the split).
-    let local = client.local_addr().unwrap_or(peer);
+    // PROXY headers for the pools that send them, with the address the client reached (asked
+    // of the socket only then).
     let mut proxy_headers: [Option<Rc<[u8]>>; 2] = [None, None];
     for v in ctx.pools.iter().filter_map(|p| p.proxy_protocol()) {
-        proxy_headers[slot(v)]
-            .get_or_insert_with(|| proxy_out::header(v, peer, local, &info).into());
+        proxy_headers[slot(v)].get_or_insert_with(|| {
+            let local = client.local_addr().unwrap_or(peer);
+            proxy_out::header(v, peer, local, &info).into()
+        });
     }
     let (mut client_rx, client_tx) = split(client);
     let keep = client_rx.keep();
