@@ -9,12 +9,14 @@
 //! written before the handshake, and with it the certificate check, has passed.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
+use futures_util::future::Either;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::TcpStream;
@@ -400,8 +402,22 @@ impl BackendRx {
     }
 
     /// Reads plaintext into `buf` (0 at the end). Over TLS, records are read into a pooled
-    /// buffer held while they are, opened there, and copied from there into `buf`.
-    pub async fn read<T: IoBufMut>(&mut self, mut buf: T, pool: &BufPool) -> BufResult<usize, T> {
+    /// buffer held while they are, opened there, and copied from there into `buf`. The plain
+    /// read is the socket's own future; the TLS one is boxed, so that the futures holding a
+    /// read (moved whole on every request) stay the size they were without TLS.
+    pub fn read<'a, T: IoBufMut + 'a>(
+        &'a mut self,
+        buf: T,
+        pool: &'a BufPool,
+    ) -> impl Future<Output = BufResult<usize, T>> + 'a {
+        if self.tls.is_none() {
+            Either::Left(self.half.read(buf))
+        } else {
+            Either::Right(Box::pin(self.read_tls(buf, pool)))
+        }
+    }
+
+    async fn read_tls<T: IoBufMut>(&mut self, mut buf: T, pool: &BufPool) -> BufResult<usize, T> {
         let Some(t) = self.tls.as_deref_mut() else {
             return self.half.read(buf).await;
         };
@@ -545,8 +561,21 @@ struct TxTls {
 }
 
 impl BackendTx {
-    /// Writes all of `buf`: as it is, or sealed into records in pooled buffers.
-    pub async fn write_all<T: IoBuf + 'static>(
+    /// Writes all of `buf`: as it is, or sealed into records in pooled buffers (a boxed
+    /// future, as for [`BackendRx::read`]).
+    pub fn write_all<'a, T: IoBuf + 'static>(
+        &'a mut self,
+        buf: T,
+        pool: &'a BufPool,
+    ) -> impl Future<Output = BufResult<usize, T>> + 'a {
+        if self.tls.is_none() {
+            Either::Left(self.half.write_all(buf))
+        } else {
+            Either::Right(Box::pin(self.write_tls(buf, pool)))
+        }
+    }
+
+    async fn write_tls<T: IoBuf + 'static>(
         &mut self,
         buf: T,
         pool: &BufPool,

@@ -348,7 +348,8 @@ impl Pool {
         for i in candidates {
             let addr = self.backends[i].addr;
             let started = Instant::now();
-            let open = conn::open(addr, hello, self.tls_for(i), bufs);
+            // Boxed: the handshake's state is not carried in every request's future.
+            let open = Box::pin(conn::open(addr, hello, self.tls_for(i), bufs));
             let attempt = monoio::time::timeout(self.connect_timeout, open).await;
             let err = match attempt {
                 Ok(Ok(stream)) => {

@@ -525,7 +525,8 @@ impl Pump<'_> {
             self.stats.bytes_to_client.add(early.len() as u64);
         }
         if b.half.is_tls() {
-            return self.backend_records(b).await;
+            // Boxed: a plain backend's direction does not carry the TLS one's state.
+            return Box::pin(self.backend_records(b)).await;
         }
         loop {
             let limit = self.pool.size() - RECORD_SLACK;
