@@ -221,10 +221,14 @@ pub struct Tuning {
     /// http mode: how long an idle kept-alive backend connection is kept.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse)]
     pub backend_idle_timeout: Duration,
-    /// http mode: one line per request to FILE (appended), or - for standard output
-    /// [default: off].
+    /// One line per request (http mode) or per connection (tcp mode) to FILE (appended), or
+    /// - for standard output [default: off].
     #[arg(long, value_name = "FILE|-")]
     pub access_log: Option<String>,
+    /// Format of the access log and of tern's own log lines: text, or json (one object per
+    /// line, for log shippers).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::proxy::accesslog::LogFormat::Text)]
+    pub log_format: crate::proxy::accesslog::LogFormat,
     /// Serve Prometheus metrics (/metrics), /healthz and /readyz over plain HTTP on ADDR, e.g.
     /// 127.0.0.1:9100. Keep it on loopback or a private address: it has no authentication.
     #[arg(long, value_name = "ADDR")]

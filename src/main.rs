@@ -43,11 +43,11 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::Demo(args)) => {
-            tern::logging::init(args.tuning.verbosity());
+            tern::logging::init(args.tuning.verbosity(), args.tuning.log_format);
             tern::demo::run(args)
         }
         None => {
-            tern::logging::init(cli.run.tuning.verbosity());
+            tern::logging::init(cli.run.tuning.verbosity(), cli.run.tuning.log_format);
             let args = &cli.run;
             Config::from_args(args)
                 .map_err(|e| RunError::Config(e.0))

@@ -47,6 +47,7 @@ pub struct Config {
     pub settings: Settings,
     pub drain_timeout: Duration,
     pub access_log: Option<Arc<AccessLogTarget>>,
+    pub log_format: crate::proxy::accesslog::LogFormat,
     /// Who to become after binding (`--user`).
     pub user: Option<crate::privileges::User>,
     /// Where to serve metrics and the health endpoints (`--metrics`).
@@ -260,6 +261,7 @@ impl Config {
             },
             drain_timeout: t.drain_timeout,
             access_log,
+            log_format: t.log_format,
             user,
             metrics,
             sandbox: t.sandbox == Toggle::On,

@@ -7,18 +7,20 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use super::accesslog::ConnEntry;
 use super::handshake::{self, Carry, HandshakeError};
 use super::pump::{self, Tunnel};
 use super::{Ctx, ProxyCtx};
 use crate::backend::pool::Lease;
 use crate::stats::{FailReason, TlsVersion};
-use crate::tls::Established;
+use crate::tls::{Established, SessionInfo};
 
 /// Serves one accepted connection: the handshake, then tcp or http mode.
 pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr) {
+    let accepted = Instant::now();
     // Everything before the long-lived part runs in its own boxed future, so that its state
     // (the handshake, the backend connect) does not size every connection's task.
-    let started = Box::pin(start(&ctx, client, peer)).await;
+    let started = Box::pin(start(&ctx, client, peer, accepted)).await;
     match started {
         None => {}
         Some(Started::Http(client, session, carry)) => {
@@ -28,12 +30,23 @@ pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr) {
         Some(Started::Tcp {
             tunnel,
             lease,
-            version,
+            info,
         }) => {
             let backend_addr = lease.addr();
-            let outcome = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
+            let (outcome, moved) =
+                pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
             drop(lease);
-            debug!(%peer, backend = %backend_addr, version, "connection ended: {outcome}");
+            debug!(%peer, backend = %backend_addr, version = info.version, "connection ended: {outcome}");
+            let end = outcome.to_string();
+            conn_log(
+                &ctx,
+                peer,
+                Some(&info),
+                Some(backend_addr),
+                moved,
+                accepted,
+                &end,
+            );
         }
     }
 }
@@ -43,12 +56,46 @@ enum Started<'a> {
     Tcp {
         tunnel: Box<Tunnel>,
         lease: Lease<'a>,
-        version: &'static str,
+        /// Boxed: only the connection log reads it, at the end.
+        info: Box<SessionInfo>,
     },
 }
 
+/// The tcp-mode connection log line (`--access-log`), however the connection ended.
+fn conn_log(
+    ctx: &ProxyCtx,
+    peer: SocketAddr,
+    info: Option<&SessionInfo>,
+    backend: Option<SocketAddr>,
+    (up, down): pump::Moved,
+    accepted: Instant,
+    end: &str,
+) {
+    let Some(log) = &ctx.access_log else {
+        return;
+    };
+    log.record_conn(&ConnEntry {
+        client: peer,
+        sni: info.and_then(|i| i.sni.as_deref()),
+        alpn: info.and_then(|i| i.alpn.as_deref()),
+        version: info.map_or("-", |i| i.version),
+        cipher: info.map_or("", |i| i.suite.as_str()),
+        resumed: info.is_some_and(|i| i.resumed),
+        backend,
+        bytes_to_backend: up,
+        bytes_to_client: down,
+        duration: accepted.elapsed(),
+        end,
+    });
+}
+
 /// The handshake, and in tcp mode the backend connection; `None` when the connection ended.
-async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Option<Started<'_>> {
+async fn start(
+    ctx: &ProxyCtx,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+) -> Option<Started<'_>> {
     let _ = client.set_nodelay(true);
     let stats = &ctx.stats;
     let accepting = match ctx.tls.accept() {
@@ -74,11 +121,26 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
                 HandshakeError::Eof => debug!(%peer, "handshake: {e}"),
                 _ => debug!(%peer, "handshake failed: {e}"),
             }
+            if !ctx.settings.http.enabled {
+                let end = format!("handshake failed: {e}");
+                conn_log(ctx, peer, None, None, (0, 0), accepted, &end);
+            }
             return None;
         }
         Err(_) => {
             stats.handshake_failed(TlsVersion::Unknown, FailReason::Timeout);
             debug!(%peer, "handshake timed out");
+            if !ctx.settings.http.enabled {
+                conn_log(
+                    ctx,
+                    peer,
+                    None,
+                    None,
+                    (0, 0),
+                    accepted,
+                    "handshake timed out",
+                );
+            }
             return None;
         }
     };
@@ -98,6 +160,8 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
         Ok(b) => b,
         Err(e) => {
             debug!(%peer, "no backend reachable, closing the client: {e}");
+            let end = format!("no backend: {e}");
+            conn_log(ctx, peer, Some(&session.info), None, (0, 0), accepted, &end);
             if let Some(b) = carry.buf {
                 ctx.bufs.put(b);
             }
@@ -112,11 +176,11 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
         }
     };
     let _ = backend.set_nodelay(true);
-    let version = session.info.version;
+    let info = Box::new(session.info.clone());
     Some(Started::Tcp {
         tunnel: Box::new(Tunnel::new(session, client, backend, carry)),
         lease,
-        version,
+        info,
     })
 }
 

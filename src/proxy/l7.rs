@@ -130,7 +130,7 @@ pub async fn serve(
         to_backend,
         to_client: leftover,
     });
-    let outcome = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
+    let (outcome, _) = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
     debug!(%peer, "upgraded connection ended: {outcome}");
     drop(keep);
 }
