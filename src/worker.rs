@@ -226,6 +226,10 @@ async fn run(spec: Spec, setup: &'static str) {
     let stop = Rc::new(Latch::default());
     monoio::spawn(housekeeping(ctx.clone()));
     proxy::start_health_checks(&ctx, &spec.pools);
+    // The first handshake's one-time costs (aws-lc seeding its RNG, 30-50+ ms) are paid here.
+    if let Err(e) = crate::tls::warmup::warm_up(&spec.tls) {
+        warn!(worker = spec.id, "{e}");
+    }
     for listener in listeners {
         monoio::spawn(accept_loop(
             spec.id,

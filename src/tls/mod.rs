@@ -6,6 +6,7 @@ pub mod certs;
 pub mod record;
 mod session;
 pub mod tickets;
+pub mod warmup;
 
 #[cfg(test)]
 mod interop_tests;
