@@ -199,6 +199,7 @@ pub fn run(
             Driver::Legacy
         }
     };
+    crate::tls::warmup::seed_random();
     let (bound, mut listeners) = bind_all(&cfg.generation.listen, n)?;
     let registry = Arc::new(Registry::new(n));
     let health = Health::default();

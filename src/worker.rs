@@ -214,6 +214,11 @@ async fn run(spec: Spec, setup: &'static str) {
     });
     let stop = Rc::new(Latch::default());
     monoio::spawn(housekeeping(current.clone()));
+    // Per-thread first-handshake costs (and, if nothing drew randomness before, aws-lc
+    // seeding its generator) are paid here, not by the first client.
+    if let Err(e) = crate::tls::warmup::warm_up(&spec.generation.tls) {
+        warn!(worker = spec.id, "{e}");
+    }
     for listener in listeners {
         monoio::spawn(accept_loop(
             spec.id,

@@ -9,6 +9,7 @@ pub mod record;
 mod session;
 pub mod store;
 pub mod tickets;
+pub mod warmup;
 
 #[cfg(test)]
 mod interop_tests;

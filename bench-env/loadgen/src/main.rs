@@ -60,6 +60,9 @@ pub struct TlsArgs {
     /// Keep and offer session tickets (TLS 1.3) / sessions (TLS 1.2), shared by all connections.
     #[arg(long)]
     pub resume: bool,
+    /// Plain HTTP over TCP, no TLS (the plaintext reference rows: a forwarder without TLS).
+    #[arg(long)]
+    pub plain: bool,
     /// Check the server's handshake signature (costs client CPU; the chain is never checked).
     #[arg(long)]
     pub verify_sig: bool,
