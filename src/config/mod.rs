@@ -17,9 +17,11 @@ use crate::proxy::accesslog::Target as AccessLogTarget;
 use crate::proxy::{HttpSettings, Settings};
 use crate::route::{HostMatch, Route, Routes};
 use crate::tls::certs::{self, CertSpec, CertStore};
+use crate::tls::client_auth::Named;
 use crate::tls::policy::Policy;
 use crate::tls::tickets::MasterSecret;
 use crate::tls::{self, TlsSettings};
+use crate::tls::{ClientAuth, ClientAuthMode};
 use crate::util::cpus;
 
 /// What is served where: from the command line (one listener set, one certificate, one pool)
@@ -81,13 +83,17 @@ impl Config {
     }
 
     fn topology(args: &RunArgs) -> Result<Topology, ConfigError> {
+        let client_auth = client_auth_from_flags(args)?;
         match &args.config {
-            Some(path) => file::load(path),
-            None => Self::topology_from_flags(args),
+            Some(path) => file::load_with(path, client_auth.as_ref()),
+            None => Self::topology_from_flags(args, client_auth),
         }
     }
 
-    fn topology_from_flags(args: &RunArgs) -> Result<Topology, ConfigError> {
+    fn topology_from_flags(
+        args: &RunArgs,
+        client_auth: Option<Arc<ClientAuth>>,
+    ) -> Result<Topology, ConfigError> {
         if args.listen.is_empty() {
             return Err(ConfigError(
                 "--listen is required, e.g. --listen 0.0.0.0:443 (or give --config FILE)".into(),
@@ -98,7 +104,10 @@ impl Config {
                 "--backend is required, e.g. --backend 127.0.0.1:8080".into(),
             ));
         }
-        let specs = cert_specs(args)?;
+        let mut specs = cert_specs(args)?;
+        for spec in &mut specs {
+            spec.client_auth = client_auth.clone();
+        }
         if specs.is_empty() {
             return Err(ConfigError(
                 "a certificate is required: --cert FILE --key FILE, or --pem FILE".into(),
@@ -135,6 +144,7 @@ impl Config {
                 host: HostMatch::Any,
                 path_prefix: "/".into(),
                 pool: 0,
+                client_cert_required: false,
             }],
         })
     }
@@ -231,6 +241,7 @@ impl Config {
                         trust_client: t.trust_forwarded,
                         forwarded: t.forwarded,
                     },
+                    cert_headers: t.forward_client_cert,
                 },
                 ..Settings::default()
             },
@@ -240,6 +251,39 @@ impl Config {
             metrics,
         })
     }
+}
+
+/// `--client-ca` with its `--client-auth` mode and `--client-crl` lists, read and checked
+/// (again at each reload: a CRL file replaced on disk is picked up by SIGHUP).
+fn client_auth_from_flags(args: &RunArgs) -> Result<Option<Arc<ClientAuth>>, ConfigError> {
+    let Some(ca) = &args.client_ca else {
+        if let Some(mode) = args.client_auth {
+            return Err(ConfigError(format!(
+                "--client-auth {}: needs --client-ca FILE, the CA client certificates must \
+                 chain to",
+                mode.name()
+            )));
+        }
+        if let Some(crl) = args.client_crl.first() {
+            return Err(ConfigError(format!(
+                "--client-crl {}: needs --client-ca FILE, the CA the list belongs to",
+                crl.display()
+            )));
+        }
+        return Ok(None);
+    };
+    let crls: Vec<Named> = args
+        .client_crl
+        .iter()
+        .map(|p| Named::new("--client-crl", p))
+        .collect();
+    let auth = ClientAuth::load(
+        &Named::new("--client-ca", ca),
+        &crls,
+        args.client_auth.unwrap_or(ClientAuthMode::Required),
+        &tls::provider(),
+    )?;
+    Ok(Some(Arc::new(auth)))
 }
 
 /// The certificates the flags name, in the order given: `--cert`/`--key` pairs by position,
