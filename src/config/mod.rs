@@ -451,4 +451,6 @@ pub fn resolve(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 #[cfg(test)]
 mod cert_flag_tests;
 #[cfg(test)]
+mod client_auth_tests;
+#[cfg(test)]
 mod tests;
