@@ -480,11 +480,24 @@ fn routes(
 
 /// A one-line summary for `tern check`.
 pub fn summary(t: &Topology) -> String {
-    format!(
+    let mut s = format!(
         "{} listener(s), {} certificate(s), {} pool(s), {} route(s)",
         t.listen.len(),
         t.certs.len(),
         t.pools.len(),
         t.routes.len()
-    )
+    );
+    let asking = t
+        .certs
+        .entries()
+        .iter()
+        .filter(|e| e.client_auth.is_some())
+        .count();
+    if asking > 0 {
+        s.push_str(&format!(
+            ", {asking} asking for client certificates ({} client CA setting(s))",
+            t.certs.client_auths().len()
+        ));
+    }
+    s
 }

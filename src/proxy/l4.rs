@@ -78,6 +78,9 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
             return None;
         }
     };
+    if let Some(id) = session.info.client_cert.verified() {
+        debug!(%peer, subject = %id.subject, cn = ?id.cn, "client certificate verified");
+    }
     if ctx.settings.http.enabled {
         stats.handshakes_ok.inc();
         return Some(Started::Http(client, Box::new(session), carry));

@@ -164,11 +164,17 @@ struct Outcome {
 }
 
 fn handshake(server: &ServerTls, cfg: &Arc<ClientConfig>, name: &str) -> Outcome {
+    handshake_in(server, cfg, name, usize::MAX)
+}
+
+/// [`handshake`], the client's bytes reaching tern at most `chunk` at a time.
+fn handshake_in(server: &ServerTls, cfg: &Arc<ClientConfig>, name: &str, chunk: usize) -> Outcome {
     let mut client =
         ClientConnection::new(cfg.clone(), ServerName::try_from(name.to_string()).unwrap())
             .unwrap();
     let mut accepting = server.accept().unwrap();
     let mut inbox = Vec::new();
+    let mut wire = Vec::new();
     let mut out = vec![0u8; 64 * 1024];
     let deliver = |client: &mut ClientConnection, mut bytes: &[u8]| -> Result<(), rustls::Error> {
         while !bytes.is_empty() {
@@ -179,8 +185,10 @@ fn handshake(server: &ServerTls, cfg: &Arc<ClientConfig>, name: &str) -> Outcome
     };
     loop {
         while client.wants_write() {
-            client.write_tls(&mut inbox).unwrap();
+            client.write_tls(&mut wire).unwrap();
         }
+        let n = wire.len().min(chunk);
+        inbox.extend(wire.drain(..n));
         match accepting.step(&mut inbox, &mut out) {
             Ok((consumed, step)) => {
                 inbox.drain(..consumed);
@@ -195,7 +203,7 @@ fn handshake(server: &ServerTls, cfg: &Arc<ClientConfig>, name: &str) -> Outcome
                             };
                         }
                     }
-                    Step::NeedMore => assert!(client.wants_write(), "stalled"),
+                    Step::NeedMore => assert!(!wire.is_empty() || client.wants_write(), "stalled"),
                     Step::Done => break,
                 }
             }
@@ -352,6 +360,16 @@ fn each_certificate_brings_its_own_setting_chosen_by_server_name() {
         let api = established(handshake(&s.tls, &with_cert, "api.test"));
         assert!(api.info.client_cert.verified().is_some());
         assert_eq!(api.info.sni.as_deref(), Some("api.test"));
+        // The ClientHello arriving a few bytes at a time: the choice waits for all of it.
+        let o = handshake_in(&s.tls, &anonymous, "api.test", 7);
+        assert!(
+            o.server.is_err(),
+            "api.test requires a certificate, trickled too"
+        );
+        let api = established(handshake_in(&s.tls, &with_cert, "api.test", 7));
+        assert!(api.info.client_cert.verified().is_some());
+        let public = established(handshake_in(&s.tls, &anonymous, "public.test", 3));
+        assert_eq!(public.info.client_cert, ClientCert::NotRequested);
     }
 }
 
