@@ -77,7 +77,9 @@ impl TlsSettings {
 pub struct ServerTls(Arc<Configs>);
 
 pub(crate) struct Configs {
-    by_auth: Vec<Arc<ServerConfig>>,
+    /// By client-auth index; `None` for the setting without client authentication when no
+    /// certificate uses it (each config carries a session cache, so none is built in vain).
+    by_auth: Vec<Option<Arc<ServerConfig>>>,
     /// The index every handshake uses, when the certificates agree.
     uniform: Option<usize>,
     store: Arc<certs::CertStore>,
@@ -91,8 +93,13 @@ impl Configs {
         self.by_index(self.store.client_auth_index(self.store.group_for(sni)))
     }
 
+    /// `i` must be the index of a group (`CertStore::client_auth_index`).
     fn by_index(&self, i: usize) -> (&Arc<ServerConfig>, bool) {
-        (&self.by_auth[i], i > 0)
+        // Invariant: a config is built for every index some group has.
+        let config = self.by_auth[i]
+            .as_ref()
+            .expect("config for a group's setting");
+        (config, i > 0)
     }
 }
 
@@ -110,6 +117,10 @@ impl ServerTls {
             .collect();
         let mut by_auth = Vec::with_capacity(auths.len());
         for (index, auth) in auths.iter().enumerate() {
+            if index == 0 && !store.client_auth_in_use(0) {
+                by_auth.push(None);
+                continue;
+            }
             let mut cfg = server_config(settings, *auth, index)?;
             let kept = previous.and_then(|p| p.config_like(*auth));
             if let (Some(prev), Some(_)) = (kept, &settings.tickets) {
@@ -120,7 +131,7 @@ impl ServerTls {
                         .session_storage = prev.session_storage.clone();
                 }
             }
-            by_auth.push(cfg);
+            by_auth.push(Some(cfg));
         }
         Ok(ServerTls(Arc::new(Configs {
             by_auth,
@@ -132,7 +143,7 @@ impl ServerTls {
     /// The config of this generation for the same client-auth setting (by content).
     fn config_like(&self, auth: Option<&Arc<ClientAuth>>) -> Option<&Arc<ServerConfig>> {
         match auth {
-            None => self.0.by_auth.first(),
+            None => self.0.by_auth.first()?.as_ref(),
             Some(a) => {
                 let i = self
                     .0
@@ -140,7 +151,7 @@ impl ServerTls {
                     .client_auths()
                     .iter()
                     .position(|b| **b == **a)?;
-                self.0.by_auth.get(i + 1)
+                self.0.by_auth.get(i + 1)?.as_ref()
             }
         }
     }

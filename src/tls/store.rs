@@ -241,6 +241,11 @@ impl CertStore {
         self.group_auth[group.0 as usize] as usize
     }
 
+    /// Whether some group uses client-auth index `i` (0: none).
+    pub fn client_auth_in_use(&self, i: usize) -> bool {
+        self.group_auth.iter().any(|&a| a as usize == i)
+    }
+
     /// The distinct client-auth settings in use.
     pub fn client_auths(&self) -> &[Arc<ClientAuth>] {
         &self.auths
