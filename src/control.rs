@@ -202,7 +202,9 @@ pub fn run(
     let (bound, mut listeners) = bind_all(&cfg.generation.listen, n)?;
     let registry = Arc::new(Registry::new(n));
     let health = Health::default();
-    let metrics = start_metrics(&cfg, &registry, &health)?;
+    // Bound now, with the listeners (before privileges drop); served from a thread started
+    // once the process is confined.
+    let metrics_listener = bind_metrics(&cfg)?;
     // Listeners are bound and keys loaded: nothing left needs root.
     match &cfg.user {
         Some(user) => {
@@ -216,7 +218,16 @@ pub fn run(
         }
         None => {}
     }
+    // Before the sandbox, which may not let the notify socket be reached afterwards; and
+    // before any thread starts (the metrics thread, the workers), since Landlock covers only
+    // threads started after it.
+    crate::sys::notify::connect();
+    if cfg.sandbox {
+        crate::sys::landlock::confine(&cfg.files_read, &cfg.files_written);
+    }
+    let metrics = start_metrics(&cfg, metrics_listener, &registry, &health)?;
     let stats = registry.workers().to_vec();
+    let mut pool_stats = registry.generation(&pool_names(&cfg.generation));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -229,6 +240,7 @@ pub fn run(
             driver,
             listeners: std::mem::take(&mut listeners[id]),
             generation: cfg.generation.clone(),
+            pool_stats: std::mem::take(&mut pool_stats[id]),
             settings: cfg.settings.clone(),
             max_conns: share,
             drain_timeout: cfg.drain_timeout,
@@ -269,6 +281,7 @@ pub fn run(
     }
     health.set_ready();
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
+    crate::sys::notify::ready();
     on_ready(&bound);
     let state = Supervisor {
         controls,
@@ -277,21 +290,30 @@ pub fn run(
         generation: cfg.generation.clone(),
         health,
         metrics,
+        registry,
     };
     state.supervise(handles, reload)
 }
-/// Binds `--metrics` (before privileges drop, as the listeners are) and starts its thread, so
-/// `/readyz` answers 503 while the workers start.
-fn start_metrics(
-    cfg: &Config,
-    registry: &Arc<Registry>,
-    health: &Health,
-) -> Result<Option<metrics::Server>, RunError> {
+/// Binds `--metrics` (before privileges drop, as the listeners are).
+fn bind_metrics(cfg: &Config) -> Result<Option<std::net::TcpListener>, RunError> {
     let Some(addr) = cfg.metrics else {
         return Ok(None);
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| RunError::Config(format!("--metrics {addr}: cannot listen: {e}")))?;
+    std::net::TcpListener::bind(addr)
+        .map(Some)
+        .map_err(|e| RunError::Config(format!("--metrics {addr}: cannot listen: {e}")))
+}
+
+/// Starts the metrics thread before the workers, so `/readyz` answers 503 while they start.
+fn start_metrics(
+    cfg: &Config,
+    listener: Option<std::net::TcpListener>,
+    registry: &Arc<Registry>,
+    health: &Health,
+) -> Result<Option<metrics::Server>, RunError> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
     let state = Arc::new(metrics::State {
         registry: registry.clone(),
         process: metrics::Process::new(
@@ -322,6 +344,12 @@ struct Supervisor {
     generation: Arc<Generation>,
     health: Health,
     metrics: Option<metrics::Server>,
+    registry: Arc<Registry>,
+}
+
+/// The pool names of a generation, by pool index (for their counters).
+fn pool_names(g: &Generation) -> Vec<&str> {
+    g.pools.iter().map(|p| p.name.as_str()).collect()
 }
 
 impl Supervisor {
@@ -335,7 +363,12 @@ impl Supervisor {
         loop {
             if let Some(sig) = wait_signal(Duration::from_millis(200)) {
                 match sig {
-                    libc::SIGHUP if !draining => self.reload(reload),
+                    libc::SIGHUP if !draining => {
+                        // Done or refused, the service manager hears READY=1 after it.
+                        crate::sys::notify::reloading();
+                        self.reload(reload);
+                        crate::sys::notify::ready();
+                    }
                     libc::SIGHUP => {}
                     _ if draining => {
                         warn!("second signal: exiting now without waiting for open connections");
@@ -350,6 +383,7 @@ impl Supervisor {
                             crate::util::duration::show(self.drain_timeout)
                         );
                         draining = true;
+                        crate::sys::notify::stopping();
                         stop_all(&self.controls);
                     }
                 }
@@ -362,6 +396,7 @@ impl Supervisor {
                 self.health.set_draining();
                 failed = true;
                 draining = true;
+                crate::sys::notify::stopping();
                 stop_all(&self.controls);
             }
         }
@@ -399,6 +434,7 @@ impl Supervisor {
                     "reload failed, still serving generation {}: {e}",
                     self.generation.id
                 );
+                self.reload_failed();
                 return;
             }
         };
@@ -414,14 +450,17 @@ impl Supervisor {
                 "reload failed, still serving generation {}: tls: {e}",
                 self.generation.id
             );
+            self.reload_failed();
             return;
         }
         let next = Arc::new(next);
+        let mut pool_stats = self.registry.generation(&pool_names(&next));
         let (ack_tx, ack_rx) = mpsc::channel();
         let mut sent = 0;
-        for c in &self.controls {
+        for (id, c) in self.controls.iter().enumerate() {
+            let stats = std::mem::take(&mut pool_stats[id]);
             if c.send_timeout(
-                Control::Reload(next.clone(), ack_tx.clone()),
+                Control::Reload(next.clone(), stats, ack_tx.clone()),
                 Duration::from_secs(5),
             )
             .is_ok()

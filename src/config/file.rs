@@ -175,7 +175,7 @@ fn parse_with(
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let certs = load_certs(&src, &file.cert, default_auth)?;
+    let (certs, files) = load_certs(&src, &file.cert, default_auth)?;
     let (pools, names) = pools(&src, &file.pool)?;
     let routes = routes(&src, &file.route, &names, !certs.client_auths().is_empty())?;
     Ok(Topology {
@@ -183,14 +183,16 @@ fn parse_with(
         certs,
         pools,
         routes,
+        files,
     })
 }
 
+/// The certificates, and the files they were read from (client CAs and CRLs included).
 fn load_certs(
     src: &Source<'_>,
     entries: &[Spanned<CertEntry>],
     default_auth: Option<&Arc<ClientAuth>>,
-) -> Result<CertStore, ConfigError> {
+) -> Result<(CertStore, Vec<PathBuf>), ConfigError> {
     if entries.is_empty() {
         return src.err(0, "at least one [[cert]] is required");
     }
@@ -264,7 +266,10 @@ fn load_certs(
         }
     }
     let loaded = certs::load_all(&specs, &tlsmod::provider()).map_err(ConfigError)?;
-    CertStore::new(loaded).map_err(ConfigError)
+    Ok((
+        CertStore::new(loaded).map_err(ConfigError)?,
+        super::spec_files(&specs),
+    ))
 }
 
 /// The client authentication of one `[[cert]]`: its own (`client_ca`, with `client_auth`

@@ -6,6 +6,7 @@
 pub mod file;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub struct Topology {
     pub certs: CertStore,
     pub pools: Vec<PoolSpec>,
     pub routes: Vec<Route>,
+    /// The files read to build it (the config file, certificates, keys, OCSP responses), for
+    /// the sandbox.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +53,13 @@ pub struct Config {
     pub user: Option<crate::privileges::User>,
     /// Where to serve metrics and the health endpoints (`--metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Confine the process after start-up (`--sandbox`).
+    pub sandbox: bool,
+    /// Every file read at start-up (config, certificates, keys, OCSP responses, ticket key):
+    /// a reload reads them again, so the sandbox keeps them readable.
+    pub files_read: Vec<PathBuf>,
+    /// Files written by path (the access log), which the sandbox keeps writable.
+    pub files_written: Vec<PathBuf>,
 }
 
 /// A refusal to start, one line.
@@ -84,10 +95,19 @@ impl Config {
 
     fn topology(args: &RunArgs) -> Result<Topology, ConfigError> {
         let client_auth = client_auth_from_flags(args)?;
-        match &args.config {
-            Some(path) => file::load_with(path, client_auth.as_ref()),
-            None => Self::topology_from_flags(args, client_auth),
+        let mut t = match &args.config {
+            Some(path) => {
+                let mut t = file::load_with(path, client_auth.as_ref())?;
+                t.files.insert(0, path.clone());
+                t
+            }
+            None => Self::topology_from_flags(args, client_auth.clone())?,
+        };
+        // Read again at each reload, even when every [[cert]] has its own setting.
+        if let Some(a) = &client_auth {
+            t.files.extend(a.files.iter().cloned());
         }
+        Ok(t)
     }
 
     fn topology_from_flags(
@@ -146,6 +166,7 @@ impl Config {
                 pool: 0,
                 client_cert_required: false,
             }],
+            files: spec_files(&specs),
         })
     }
 
@@ -160,6 +181,7 @@ impl Config {
         }
         for (flag, d) in [
             ("--header-timeout", t.header_timeout),
+            ("--body-timeout", t.body_timeout),
             ("--backend-timeout", t.backend_timeout),
         ] {
             if d.is_zero() {
@@ -214,6 +236,12 @@ impl Config {
                 return Err(ConfigError(format!("{flag}: must be more than 0")));
             }
         }
+        let mut files_read = topology.files.clone();
+        files_read.extend(t.ticket_key_file.iter().cloned());
+        let files_written = match t.access_log.as_deref() {
+            None | Some("-") => Vec::new(),
+            Some(path) => vec![PathBuf::from(path)],
+        };
         Ok(Config {
             generation: Arc::new(generation(topology, t, None)?),
             mode: t.mode,
@@ -236,6 +264,7 @@ impl Config {
                     },
                     max_body: t.max_body_bytes,
                     header_timeout: t.header_timeout,
+                    body_timeout: t.body_timeout,
                     backend_timeout: t.backend_timeout,
                     forward: ForwardPolicy {
                         trust_client: t.trust_forwarded,
@@ -249,6 +278,9 @@ impl Config {
             access_log,
             user,
             metrics,
+            sandbox: t.sandbox == Toggle::On,
+            files_read,
+            files_written,
         })
     }
 }
@@ -284,6 +316,27 @@ fn client_auth_from_flags(args: &RunArgs) -> Result<Option<Arc<ClientAuth>>, Con
         &tls::provider(),
     )?;
     Ok(Some(Arc::new(auth)))
+}
+
+/// The files certificates are read from (key, chain, a named OCSP response; `<cert>.ocsp`
+/// lies beside its certificate; client CA and CRL files), for the sandbox.
+fn spec_files(specs: &[CertSpec]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for s in specs {
+        files.push(s.key.1.clone());
+        if s.cert.1 != s.key.1 {
+            files.push(s.cert.1.clone());
+        }
+        files.extend(s.ocsp.iter().map(|(_, p)| p.clone()));
+        if let Some(a) = &s.client_auth {
+            for f in &a.files {
+                if !files.contains(f) {
+                    files.push(f.clone());
+                }
+            }
+        }
+    }
+    files
 }
 
 /// The certificates the flags name, in the order given: `--cert`/`--key` pairs by position,

@@ -1,6 +1,7 @@
 //! tcp mode: handshake, connect a backend, pump bytes both ways unchanged.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -10,6 +11,7 @@ use super::handshake::{self, Carry, HandshakeError};
 use super::pump::{self, Tunnel};
 use super::{Ctx, ProxyCtx};
 use crate::backend::pool::Lease;
+use crate::stats::{FailReason, TlsVersion};
 use crate::tls::Established;
 
 /// Serves one accepted connection: the handshake, then tcp or http mode.
@@ -60,12 +62,13 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
             return None;
         }
     };
+    let started = Instant::now();
     let hs = handshake::run(&mut client, accepting, &ctx.bufs);
     let (mut session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await
     {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
-            stats.handshakes_failed.inc();
+            stats.handshake_failed(TlsVersion::Unknown, e.reason());
             match e {
                 HandshakeError::Eof => debug!(%peer, "handshake: {e}"),
                 _ => debug!(%peer, "handshake failed: {e}"),
@@ -73,7 +76,7 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
             return None;
         }
         Err(_) => {
-            stats.handshakes_failed.inc();
+            stats.handshake_failed(TlsVersion::Unknown, FailReason::Timeout);
             debug!(%peer, "handshake timed out");
             return None;
         }
@@ -81,8 +84,9 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
     if let Some(id) = session.info.client_cert.verified() {
         debug!(%peer, subject = %id.subject, cn = ?id.cn, "client certificate verified");
     }
+    let version = TlsVersion::from_name(session.info.version);
     if ctx.settings.http.enabled {
-        stats.handshakes_ok.inc();
+        stats.handshake_completed(version, session.info.resumed, started.elapsed());
         return Some(Started::Http(client, Box::new(session), carry));
     }
     // tcp mode routes on the server name alone.
@@ -94,7 +98,7 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
         // The route is for verified clients only: the handshake is refused after the fact,
         // with the alert a required certificate gets (RFC 8446 §4.4.2.4; TLS 1.2 has none of
         // its own).
-        stats.handshakes_failed.inc();
+        stats.handshake_failed(version, FailReason::ClientCert);
         debug!(%peer, ?sni, "handshake refused: this route requires a client certificate");
         let desc = match session.info.version {
             "TLSv1.3" => CERTIFICATE_REQUIRED,
@@ -112,7 +116,7 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
         }
         return None;
     }
-    stats.handshakes_ok.inc();
+    stats.handshake_completed(version, session.info.resumed, started.elapsed());
     let connected = match route {
         Some(route) => ctx.pools[route.pool]
             .connect(peer.ip(), stats)

@@ -81,6 +81,8 @@ pub struct ClientAuth {
     /// CA certificates and CRLs loaded (for the start-up report).
     pub cas: usize,
     pub crls: usize,
+    /// The CA and CRL files it was read from (the sandbox lets a reload read them again).
+    pub files: Vec<PathBuf>,
 }
 
 impl fmt::Debug for ClientAuth {
@@ -115,7 +117,11 @@ impl ClientAuth {
         for crl in crls {
             lists.extend(read_crls(crl)?);
         }
-        let auth = ClientAuth::from_der(certs, lists, mode, ca.shown(), provider)?;
+        let mut auth = ClientAuth::from_der(certs, lists, mode, ca.shown(), provider)?;
+        auth.files = std::iter::once(&ca.path)
+            .chain(crls.iter().map(|c| &c.path))
+            .cloned()
+            .collect();
         tracing::info!(
             "client certificates {}: {} ({} CA certificate(s), {} revocation list(s))",
             mode.name(),
@@ -172,6 +178,7 @@ impl ClientAuth {
             source,
             cas: cas.len(),
             crls: count,
+            files: Vec::new(),
         })
     }
 
