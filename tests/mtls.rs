@@ -210,6 +210,8 @@ fn tcp_mode_required_accepts_the_ca_s_clients_only() {
             &p(&pki.ca()),
             "--client-crl",
             &p(&pki.crl()),
+            "--metrics",
+            "127.0.0.1:0",
             "-v",
         ],
     );
@@ -221,6 +223,8 @@ fn tcp_mode_required_accepts_the_ca_s_clients_only() {
     assert!(e.contains("CertificateRevoked"), "{e}");
     let e = read_refusal(addr, &client_config(&certs, Some(&stranger)), "localhost");
     assert!(e.contains("UnknownCA"), "{e}");
+    // Three refusals, counted under their own reason.
+    assert_eq!(client_cert_failures(&tern, 3), 3);
 
     // An independent client: openssl s_client, with and without a certificate, reading until
     // the server closes (-ign_eof), from a backend that greets and closes.
@@ -532,6 +536,36 @@ fn tcp_mode_routes_that_require_a_certificate_close_without_one() {
         "{}",
         tern.log_text()
     );
+}
+
+/// `tern_tls_handshake_failures_total{reason="client_cert"}` over every series, scraped until
+/// it reaches `want` (connection tasks count as they end) or the wait runs out.
+fn client_cert_failures(tern: &Tern, want: u64) -> u64 {
+    let log = tern.log_text();
+    let rest = log
+        .split("metrics on ")
+        .nth(1)
+        .expect("a 'metrics on' line");
+    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let n: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("tern_tls_handshake_failures_total{"))
+            .filter(|l| l.contains("reason=\"client_cert\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum();
+        if n >= want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Connects and reads without writing (so the server's close is a FIN, never a reset that
