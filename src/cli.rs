@@ -42,6 +42,10 @@ pub struct CheckArgs {
     /// The configuration file to check.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// The client-certificate flags the run uses (their files are checked too, and a route
+    /// with client_auth = "required" may rely on --client-ca).
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
 }
 
 #[derive(Args, Debug)]
@@ -86,6 +90,15 @@ pub struct RunArgs {
     /// Time between active health checks.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
     pub health_interval: Duration,
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Client certificates (mTLS), for a run and for `tern check`.
+#[derive(Args, Debug, Default)]
+pub struct ClientCertArgs {
     /// Ask clients for a certificate that chains to a CA in FILE (PEM) and refuse those
     /// without one (mTLS); with --config, for every [[cert]] without a client_ca of its own.
     #[arg(long, value_name = "FILE")]
@@ -98,8 +111,6 @@ pub struct RunArgs {
     /// are refused; repeatable. Read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub client_crl: Vec<PathBuf>,
-    #[command(flatten)]
-    pub tuning: Tuning,
 }
 
 fn parse_client_auth(s: &str) -> Result<ClientAuthMode, String> {

@@ -694,3 +694,40 @@ fn bad_client_auth_flags_exit_2_with_one_line() {
     assert!(err.contains("--client-ca /nonexistent/ca.pem"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn tern_check_takes_the_client_certificate_flags_the_run_uses() {
+    let certs = Certs::new();
+    let pki = ClientPki::new("client CA");
+    let dir = tempfile::tempdir().unwrap();
+    // A route requiring a certificate, which only --client-ca provides.
+    let file = config(dir.path(), &certs, dead_addr(), "");
+    let (status, err) = run_tern(&["check", "--config", &p(&file)]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("no certificate asks clients"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["check", "--config", &p(&file), "--client-ca", &p(&pki.ca())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 asking for client certificates"), "{text}");
+    let (status, err) = run_tern(&[
+        "check",
+        "--config",
+        &p(&file),
+        "--client-ca",
+        &p(&pki.ca()),
+        "--client-crl",
+        &p(&file),
+    ]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--client-crl") && err.contains("tern.toml"),
+        "{err}"
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::pool::{HealthCheck, KeepAlive, PoolSpec};
-use crate::cli::{CertArg, MaxConns, Mode, RunArgs, Toggle, Tuning};
+use crate::cli::{CertArg, ClientCertArgs, MaxConns, Mode, RunArgs, Toggle, Tuning};
 use crate::generation::Generation;
 use crate::http::{ForwardPolicy, Limits};
 use crate::proxy::accesslog::Target as AccessLogTarget;
@@ -94,7 +94,7 @@ impl Config {
     }
 
     fn topology(args: &RunArgs) -> Result<Topology, ConfigError> {
-        let client_auth = client_auth_from_flags(args)?;
+        let client_auth = client_auth_from_flags(&args.client_cert)?;
         let mut t = match &args.config {
             Some(path) => {
                 let mut t = file::load_with(path, client_auth.as_ref())?;
@@ -287,7 +287,9 @@ impl Config {
 
 /// `--client-ca` with its `--client-auth` mode and `--client-crl` lists, read and checked
 /// (again at each reload: a CRL file replaced on disk is picked up by SIGHUP).
-fn client_auth_from_flags(args: &RunArgs) -> Result<Option<Arc<ClientAuth>>, ConfigError> {
+pub fn client_auth_from_flags(
+    args: &ClientCertArgs,
+) -> Result<Option<Arc<ClientAuth>>, ConfigError> {
     let Some(ca) = &args.client_ca else {
         if let Some(mode) = args.client_auth {
             return Err(ConfigError(format!(
