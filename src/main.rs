@@ -27,7 +27,9 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Check(args)) => {
-            return match tern::config::file::load(&args.config) {
+            let checked = tern::config::client_auth_from_flags(&args.client_cert)
+                .and_then(|auth| tern::config::file::load_with(&args.config, auth.as_ref()));
+            return match checked {
                 Ok(t) => {
                     println!(
                         "{}: ok ({})",

@@ -51,6 +51,10 @@ pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr) {
     }
 }
 
+/// TLS alert descriptions (RFC 8446 §6).
+const HANDSHAKE_FAILURE: u8 = 40;
+const CERTIFICATE_REQUIRED: u8 = 116;
+
 enum Started<'a> {
     Http(TcpStream, Box<Established>, Carry),
     Tcp {
@@ -109,12 +113,7 @@ async fn start(
     let hs = handshake::run(&mut client, accepting, &ctx.bufs);
     let (mut session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await
     {
-        Ok(Ok(done)) => {
-            let info = &done.0.info;
-            let version = TlsVersion::from_name(info.version);
-            stats.handshake_completed(version, info.resumed, started.elapsed());
-            done
-        }
+        Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             stats.handshake_failed(TlsVersion::Unknown, e.reason());
             match e {
@@ -144,13 +143,44 @@ async fn start(
             return None;
         }
     };
+    if let Some(id) = session.info.client_cert.verified() {
+        debug!(%peer, subject = %id.subject, cn = ?id.cn, "client certificate verified");
+    }
+    let version = TlsVersion::from_name(session.info.version);
     if ctx.settings.http.enabled {
+        stats.handshake_completed(version, session.info.resumed, started.elapsed());
         return Some(Started::Http(client, Box::new(session), carry));
     }
     // tcp mode routes on the server name alone.
     let sni = session.info.sni.as_deref();
-    let connected = match ctx.routes.pick_host(sni) {
-        Some(pool) => ctx.pools[pool]
+    let route = ctx.routes.pick_host_route(sni);
+    if route.is_some_and(|r| r.client_cert_required)
+        && session.info.client_cert.verified().is_none()
+    {
+        // The route is for verified clients only: the handshake is refused after the fact,
+        // with the alert a required certificate gets (RFC 8446 §4.4.2.4; TLS 1.2 has none of
+        // its own).
+        stats.handshake_failed(version, FailReason::ClientCert);
+        debug!(%peer, ?sni, "handshake refused: this route requires a client certificate");
+        let desc = match session.info.version {
+            "TLSv1.3" => CERTIFICATE_REQUIRED,
+            _ => HANDSHAKE_FAILURE,
+        };
+        if let Some(b) = carry.buf {
+            ctx.bufs.put(b);
+        }
+        let mut out = ctx.bufs.get();
+        let n = session.tx.seal_alert(2, desc, out.space()).unwrap_or(0);
+        out.set_filled(n);
+        let write = client.write_all(out);
+        if let Ok((_, out)) = monoio::time::timeout(ctx.settings.connect_timeout, write).await {
+            ctx.bufs.put(out);
+        }
+        return None;
+    }
+    stats.handshake_completed(version, session.info.resumed, started.elapsed());
+    let connected = match route {
+        Some(route) => ctx.pools[route.pool]
             .connect(peer.ip(), stats)
             .await
             .map_err(|e| e.to_string()),

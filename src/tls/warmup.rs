@@ -414,6 +414,7 @@ mod tests {
                 key: k.key.clone(),
                 names: Vec::new(),
                 source: format!("key {i}"),
+                client_auth: None,
             })
             .collect();
         TlsSettings {
