@@ -34,11 +34,19 @@ pub fn expiry(not_after: i64, now: i64) -> Expiry {
     }
 }
 
-/// Logs one line per certificate of `store`.
+/// Past this many certificates, the valid ones are summed up in one line instead of one each
+/// (a store of 10,000 would otherwise flood the log at every reload); warnings and errors are
+/// always one line per certificate.
+pub const LIST_UP_TO: usize = 50;
+
+/// Logs one line per certificate of `store` (or a summary of the valid ones, for many).
 pub fn certificates(store: &CertStore) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    let many = store.len() > LIST_UP_TO;
+    let mut valid = 0usize;
+    let mut soonest: Option<(i64, &str)> = None;
     for entry in store.entries() {
         let s = match certs::summary(&entry.key) {
             Ok(s) => s,
@@ -50,6 +58,12 @@ pub fn certificates(store: &CertStore) {
         let names = s.names.join(",");
         let until = timestamp(s.not_after);
         match expiry(s.not_after, now) {
+            Expiry::Valid { .. } if many => {
+                valid += 1;
+                if soonest.is_none_or(|(t, _)| s.not_after < t) {
+                    soonest = Some((s.not_after, &entry.source));
+                }
+            }
             Expiry::Valid { days_left } => info!(
                 cert = %entry.source,
                 names = %names,
@@ -73,6 +87,15 @@ pub fn certificates(store: &CertStore) {
                 "certificate expired {days_ago} days ago: clients refuse it"
             ),
         }
+    }
+    if let Some((t, source)) = soonest {
+        info!(
+            certificates = store.len(),
+            valid,
+            soonest = %source,
+            soonest_not_after = %timestamp(t),
+            "certificates loaded (listed one by one up to {LIST_UP_TO})"
+        );
     }
 }
 
