@@ -199,6 +199,7 @@ pub fn run(
             Driver::Legacy
         }
     };
+    crate::tls::warmup::seed_random();
     let (bound, mut listeners) = bind_all(&cfg.generation.listen, n)?;
     let registry = Arc::new(Registry::new(n));
     let health = Health::default();
@@ -246,6 +247,7 @@ pub fn run(
             drain_timeout: cfg.drain_timeout,
             stats: stats[id].clone(),
             access_log: cfg.access_log.clone(),
+            log_format: cfg.log_format,
             control: rx,
             ready: ready_tx.clone(),
         };
@@ -279,6 +281,7 @@ pub fn run(
     for pool in cfg.generation.pools.iter() {
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
+    crate::report::certificates(&cfg.generation.tls.certs);
     health.set_ready();
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
     crate::sys::notify::ready();
@@ -291,6 +294,7 @@ pub fn run(
         health,
         metrics,
         registry,
+        bound: bound.clone(),
     };
     state.supervise(handles, reload)
 }
@@ -345,6 +349,8 @@ struct Supervisor {
     health: Health,
     metrics: Option<metrics::Server>,
     registry: Arc<Registry>,
+    /// The addresses the listeners are bound to.
+    bound: Vec<SocketAddr>,
 }
 
 /// The pool names of a generation, by pool index (for their counters).
@@ -481,6 +487,10 @@ impl Supervisor {
             if let Some(m) = &self.metrics {
                 m.state().process.reload_succeeded(&next.tls);
             }
+            for addr in &self.bound {
+                info!("listening on {addr}");
+            }
+            crate::report::certificates(&next.tls.certs);
             info!(
                 generation = next.id,
                 certificates = next.tls.certs.len(),

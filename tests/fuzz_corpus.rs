@@ -35,3 +35,8 @@ fn chunked_corpus() {
 fn proxy_header_corpus() {
     assert!(each_input("proxy_header", tern::proxyproto::fuzzing::proxy_header) >= 400);
 }
+
+#[test]
+fn client_hello_corpus() {
+    assert!(each_input("client_hello", tern::tls::hello::fuzz_client_hello) >= 7);
+}

@@ -240,3 +240,54 @@ fn the_config_file_sets_it_per_pool() {
         "{err}"
     );
 }
+
+#[test]
+fn v2_carries_a_verified_client_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    let certs = Certs::new();
+    let clients = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = clients.leaf(dir.path(), "alice", &["alice.example"], EC);
+    let mut o = Opts::new(Serve::Echo);
+    o.proxy = true;
+    let b = HopBackend::start(o);
+    let ca = clients.pem_path().display().to_string();
+    let tern = start_tern(
+        &certs,
+        b.addr,
+        &[
+            "--proxy-protocol",
+            "v2",
+            "--client-ca",
+            &ca,
+            "--client-auth",
+            "optional",
+        ],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certs.ca.clone()).unwrap();
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&alice.cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&alice.key).unwrap();
+    let with_cert = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    );
+    for cfg in [with_cert, certs.client(rustls::DEFAULT_VERSIONS)] {
+        let mut s = connect(tern.addr(), &cfg).unwrap();
+        s.write_all(b"x").unwrap();
+        s.flush().unwrap();
+        let mut got = [0u8; 1];
+        s.read_exact(&mut got).unwrap();
+    }
+    let seen = b.wait_conns(2);
+    let ssl = seen[0].proxy.clone().unwrap().tlvs.ssl.unwrap();
+    assert!(ssl.client_verified(), "{ssl:?}");
+    assert_eq!(ssl.cn.as_deref(), Some("alice"));
+    let ssl = seen[1].proxy.clone().unwrap().tlvs.ssl.unwrap();
+    assert!(!ssl.client_verified() && ssl.cn.is_none(), "{ssl:?}");
+}

@@ -1,7 +1,8 @@
 //! The PROXY protocol header tern sends a backend first (`--proxy-protocol v1|v2`), so it
 //! learns the client's address: the client's socket address and the one it connected to, and
 //! in v2 what the client negotiated with tern: ALPN, the server name (authority) and the SSL
-//! TLV (TLS version and cipher), as HAProxy sends them to Varnish or another HAProxy.
+//! TLV (TLS version and cipher; with a verified client certificate its bits, verify 0 and its
+//! subject's common name), as HAProxy sends them to Varnish or another HAProxy.
 //! tern's own connections (health checks) send LOCAL (v2) or `PROXY UNKNOWN` (v1).
 
 use std::net::SocketAddr;
@@ -15,10 +16,16 @@ pub fn header(version: Version, src: SocketAddr, dst: SocketAddr, info: &Session
     match version {
         Version::V1 => proxyproto::encode_v1(src, dst, &mut out),
         Version::V2 => {
+            let mut ssl = Ssl::terminated(info.version, &iana_suite(&info.suite));
+            if let Some(id) = info.client_cert.verified() {
+                // The client showed a certificate and it verified (mTLS): CERT_CONN and
+                // CERT_SESS, verify 0, and the subject's common name.
+                ssl = ssl.with_verified_client(id.cn.as_deref());
+            }
             let tlvs = Tlvs {
                 alpn: info.alpn.clone(),
                 authority: info.sni.clone(),
-                ssl: Some(Ssl::terminated(info.version, &iana_suite(&info.suite))),
+                ssl: Some(ssl),
                 ..Tlvs::default()
             };
             if proxyproto::encode_v2(src, dst, &tlvs, &mut out).is_err() {
@@ -91,6 +98,23 @@ mod tests {
         assert!(ssl.is_tls() && !ssl.client_verified());
         assert_eq!(ssl.version.as_deref(), Some("TLSv1.3"));
         assert_eq!(ssl.cipher.as_deref(), Some("TLS_AES_256_GCM_SHA384"));
+    }
+
+    #[test]
+    fn a_verified_client_certificate_is_in_the_ssl_tlv() {
+        let src: SocketAddr = "203.0.113.7:51000".parse().unwrap();
+        let dst: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let mut i = info();
+        let mut id = crate::tls::ClientIdentity::from_der(&[]);
+        id.cn = Some("alice".into());
+        i.client_cert = crate::tls::ClientCert::Verified(Box::new(id));
+        let ssl = parsed(&header(Version::V2, src, dst, &i)).tlvs.ssl.unwrap();
+        assert!(ssl.client_verified());
+        assert_eq!((ssl.verify, ssl.cn.as_deref()), (0, Some("alice")));
+        // Asked for and not sent: no certificate bits, verify non-zero.
+        i.client_cert = crate::tls::ClientCert::Absent;
+        let ssl = parsed(&header(Version::V2, src, dst, &i)).tlvs.ssl.unwrap();
+        assert!(!ssl.client_verified() && ssl.verify != 0);
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
             host: HostMatch::Any,
             path_prefix: "/".into(),
             pool: 0,
+            client_cert_required: false,
         }],
         files: Vec::new(),
     };
