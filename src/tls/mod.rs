@@ -3,6 +3,7 @@
 //! engine (buffered or unbuffered rustls, kTLS later) can change without touching the proxy.
 
 pub mod certs;
+mod posthandshake;
 pub mod record;
 mod session;
 pub mod tickets;
@@ -20,7 +21,9 @@ use rustls::ServerConfig;
 
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub use rustls::sign::CertifiedKey;
-pub use session::{Accepting, Control, Established, Rx, RxEvent, SessionInfo, Step, TlsError, Tx};
+pub use session::{
+    Accepting, Control, Established, Refusal, Rx, RxEvent, SessionInfo, Step, TlsError, Tx,
+};
 
 /// The one crypto provider tern uses (aws-lc-rs), with its default, safe choice of suites and
 /// groups (X25519MLKEM768 first, then X25519, P-256, P-384).
