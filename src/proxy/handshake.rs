@@ -2,7 +2,9 @@
 //!
 //! Reads wait for readiness before taking a buffer from the pool, and a partial record waits
 //! in a small heap copy, so a client that connects and stalls holds no pooled buffer while the
-//! handshake timeout runs.
+//! handshake timeout runs. A client flight larger than one pooled buffer (a ClientHello with
+//! thousands of extensions) is gathered in a heap buffer up to [`MAX_HANDSHAKE_INPUT`]. A
+//! refused handshake ends with the alert saying why, a FIN, and a bounded drain of the input.
 
 use std::fmt;
 use std::io;
