@@ -36,7 +36,7 @@ if [ -n "${TERN_BIN:-}" ]; then
     tern=$TERN_BIN
 else
     (cd "$root" && cargo build --quiet --bin tern)
-    tern=$root/target/debug/tern
+    tern=${CARGO_TARGET_DIR:-$root/target}/debug/tern
 fi
 
 rm -rf "$work"
@@ -69,19 +69,24 @@ done
 python3 -u "$here/backend.py" > backend.port 2> backend.log &
 pids+=($!)
 
+# Waits (bounded) for a line matching $2 in file $1 written by process $3, and prints the
+# line's last word.
 wait_line() {
     for _ in $(seq 200); do
+        if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+            break
+        fi
         if line=$(grep -m1 -- "$2" "$1" 2>/dev/null); then
             echo "${line##* }"
             return 0
         fi
         sleep 0.1
     done
-    echo "testssl.sh: timed out waiting for '$2' in $1:" >&2
+    echo "testssl.sh: no '$2' in $1:" >&2
     cat "$1" >&2
     return 1
 }
-backend=$(wait_line backend.port "^port ")
+backend=$(wait_line backend.port "^port " "$!")
 
 # tern's defaults: only the addresses, certificate and backend are given.
 declare -A port
@@ -89,7 +94,7 @@ for kind in rsa ecdsa; do
     "$tern" --listen 127.0.0.1:0 --cert "$kind-chain.pem" --key "$kind.key" \
         --backend "127.0.0.1:$backend" > "tern-$kind.log" 2>&1 &
     pids+=($!)
-    addr=$(wait_line "tern-$kind.log" "listening on ")
+    addr=$(wait_line "tern-$kind.log" "listening on " "$!")
     port[$kind]=${addr##*:}
 done
 

@@ -51,7 +51,7 @@ if [ -n "${TERN_BIN:-}" ]; then
     tern=$TERN_BIN
 else
     (cd "$root" && cargo build --quiet --bin tern)
-    tern=$root/target/debug/tern
+    tern=${CARGO_TARGET_DIR:-$root/target}/debug/tern
 fi
 
 # Throwaway certificates: RSA 2048 and ECDSA P-256, self-signed for localhost.
@@ -70,20 +70,24 @@ mkdir -p "$logs"
 "$venv/bin/python" -u "$here/backend.py" > "$logs/backend.port" 2> "$logs/backend.log" &
 pids+=($!)
 
-# Waits (bounded) for a line matching $2 in file $1 and prints its last word.
+# Waits (bounded) for a line matching $2 in file $1 written by process $3, and prints the
+# line's last word.
 wait_line() {
     for _ in $(seq 200); do
+        if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+            break
+        fi
         if line=$(grep -m1 -- "$2" "$1" 2>/dev/null); then
             echo "${line##* }"
             return 0
         fi
         sleep 0.1
     done
-    echo "tlsfuzzer.sh: timed out waiting for '$2' in $1:" >&2
+    echo "tlsfuzzer.sh: no '$2' in $1:" >&2
     cat "$1" >&2
     return 1
 }
-backend=$(wait_line "$logs/backend.port" "^port ")
+backend=$(wait_line "$logs/backend.port" "^port " "$!")
 
 # One worker, so that TLS 1.2 session-ID resumption always meets the worker holding the session
 # (the cache is per worker by design; tickets work across workers). A long handshake timeout:
@@ -95,7 +99,7 @@ for kind in rsa ecdsa; do
         --backend "127.0.0.1:$backend" --mode tcp --workers 1 --handshake-timeout 60s \
         -v > "$logs/tern-$kind.log" 2>&1 &
     pids+=($!)
-    addr=$(wait_line "$logs/tern-$kind.log" "listening on ")
+    addr=$(wait_line "$logs/tern-$kind.log" "listening on " "$!")
     ports+=(--port "$kind=${addr##*:}")
 done
 
