@@ -203,6 +203,14 @@ pub fn run(
     let registry = Arc::new(Registry::new(n));
     let health = Health::default();
     let metrics = start_metrics(&cfg, &registry, &health)?;
+    // Armed before privileges drop, so directories only root may read are watched too.
+    let watcher = match cfg.watch {
+        true => Some(
+            crate::watch::Watcher::start(&cfg.generation.files)
+                .map_err(|e| RunError::Runtime(format!("--watch: cannot use inotify: {e}")))?,
+        ),
+        false => None,
+    };
     // Listeners are bound and keys loaded: nothing left needs root.
     match &cfg.user {
         Some(user) => {
@@ -277,6 +285,7 @@ pub fn run(
         generation: cfg.generation.clone(),
         health,
         metrics,
+        watcher,
     };
     state.supervise(handles, reload)
 }
@@ -322,6 +331,8 @@ struct Supervisor {
     generation: Arc<Generation>,
     health: Health,
     metrics: Option<metrics::Server>,
+    /// `--watch`: asks for reloads when files of the generation change.
+    watcher: Option<crate::watch::Watcher>,
 }
 
 impl Supervisor {
@@ -335,7 +346,7 @@ impl Supervisor {
         loop {
             if let Some(sig) = wait_signal(Duration::from_millis(200)) {
                 match sig {
-                    libc::SIGHUP if !draining => self.reload(reload),
+                    libc::SIGHUP if !draining => self.reload(reload, "SIGHUP"),
                     libc::SIGHUP => {}
                     _ if draining => {
                         warn!("second signal: exiting now without waiting for open connections");
@@ -352,6 +363,11 @@ impl Supervisor {
                         draining = true;
                         stop_all(&self.controls);
                     }
+                }
+            }
+            if let Some(changed) = self.watcher.as_ref().and_then(|w| w.changed()) {
+                if !draining {
+                    self.reload(reload, &changed_files(&changed));
                 }
             }
             if handles.iter().all(|h| h.is_finished()) {
@@ -387,11 +403,26 @@ impl Supervisor {
         Ok(())
     }
 
-    /// SIGHUP: build and check the next generation, then hand it to every worker. A generation
-    /// that fails its checks is not sent: the one in service stays, and one line says why.
-    fn reload(&mut self, reload: &mut Reloader<'_>) {
+    /// SIGHUP or `--watch`: reload, then watch the files of the generation now in service
+    /// (whether the reload worked or not: links may point elsewhere, files may have moved).
+    fn reload(&mut self, reload: &mut Reloader<'_>, why: &str) {
+        if !self.put_in_service(reload, why) {
+            self.rearm();
+        }
+    }
+
+    fn rearm(&self) {
+        if let Some(w) = &self.watcher {
+            w.rearm(&self.generation.files);
+        }
+    }
+
+    /// Builds and checks the next generation, then hands it to every worker. A generation that
+    /// fails its checks is not sent: the one in service stays, one line says why, and false is
+    /// returned. Otherwise the watches follow the new generation before the result is logged.
+    fn put_in_service(&mut self, reload: &mut Reloader<'_>, why: &str) -> bool {
         let started = std::time::Instant::now();
-        info!("SIGHUP: reloading certificates and configuration");
+        info!("{why}: reloading certificates and configuration");
         let next = match reload(&self.generation) {
             Ok(g) => g,
             Err(e) => {
@@ -399,7 +430,7 @@ impl Supervisor {
                     "reload failed, still serving generation {}: {e}",
                     self.generation.id
                 );
-                return;
+                return false;
             }
         };
         if next.listen != self.generation.listen {
@@ -414,7 +445,7 @@ impl Supervisor {
                 "reload failed, still serving generation {}: tls: {e}",
                 self.generation.id
             );
-            return;
+            return false;
         }
         let next = Arc::new(next);
         let (ack_tx, ack_rx) = mpsc::channel();
@@ -438,6 +469,8 @@ impl Supervisor {
                 Err(_) => break,
             }
         }
+        self.generation = next.clone();
+        self.rearm();
         if switched == self.controls.len() {
             if let Some(m) = &self.metrics {
                 m.state().process.reload_succeeded(&next.tls);
@@ -457,7 +490,7 @@ impl Supervisor {
                 self.controls.len()
             );
         }
-        self.generation = next;
+        true
     }
 
     fn reload_failed(&self) {
@@ -465,6 +498,19 @@ impl Supervisor {
             m.state().process.reload_failed();
         }
     }
+}
+
+/// `files changed (a.pem, b.key)` for the log, naming at most three.
+fn changed_files(files: &[std::path::PathBuf]) -> String {
+    let mut names: Vec<String> = files
+        .iter()
+        .take(3)
+        .map(|f| f.display().to_string())
+        .collect();
+    if files.len() > 3 {
+        names.push(format!("{} more", files.len() - 3));
+    }
+    format!("files changed ({})", names.join(", "))
 }
 
 #[cfg(test)]

@@ -22,4 +22,5 @@ pub mod route;
 pub mod stats;
 pub mod tls;
 pub mod util;
+pub mod watch;
 pub mod worker;

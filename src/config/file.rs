@@ -128,7 +128,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let certs = load_certs(&src, &file.cert)?;
+    let mut files = vec![path.to_path_buf()];
+    let certs = load_certs(&src, &file.cert, &mut files)?;
     let (pools, names) = pools(&src, &file.pool)?;
     let routes = routes(&src, &file.route, &names)?;
     Ok(Topology {
@@ -136,10 +137,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         certs,
         pools,
         routes,
+        files,
     })
 }
 
-fn load_certs(src: &Source<'_>, entries: &[Spanned<CertEntry>]) -> Result<CertStore, ConfigError> {
+/// Loads the `[[cert]]` entries; the files and directories they name go to `files`.
+fn load_certs(
+    src: &Source<'_>,
+    entries: &[Spanned<CertEntry>],
+    files: &mut Vec<PathBuf>,
+) -> Result<CertStore, ConfigError> {
     if entries.is_empty() {
         return src.err(0, "at least one [[cert]] is required");
     }
@@ -178,6 +185,7 @@ fn load_certs(src: &Source<'_>, entries: &[Spanned<CertEntry>]) -> Result<CertSt
                     );
                 }
                 let dir = src.relative(p.get_ref());
+                files.push(dir.clone());
                 certs::pem_files_in(&label(p), &dir)
                     .map_err(ConfigError)?
                     .into_iter()
@@ -207,6 +215,7 @@ fn load_certs(src: &Source<'_>, entries: &[Spanned<CertEntry>]) -> Result<CertSt
             specs.push(spec);
         }
     }
+    super::spec_files(&specs, files);
     let loaded = certs::load_all(&specs, &tlsmod::provider()).map_err(ConfigError)?;
     CertStore::new(loaded).map_err(ConfigError)
 }

@@ -6,6 +6,7 @@
 pub mod file;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ pub struct Topology {
     pub certs: CertStore,
     pub pools: Vec<PoolSpec>,
     pub routes: Vec<Route>,
+    /// Every file and directory this was read from (configuration file, certificates, keys,
+    /// OCSP responses, `.ocsp` files looked for beside certificates, `--pem` directories), for
+    /// `--watch`. Order and duplicates do not matter: [`Generation::files`] is normalised.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +52,11 @@ pub struct Config {
     pub user: Option<crate::privileges::User>,
     /// Where to serve metrics and the health endpoints (`--metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Reload by itself when a file of the generation changes (`--watch`).
+    pub watch: bool,
+    /// Where to hand listeners to a successor, and to look for a predecessor
+    /// (`--upgrade-socket`).
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 /// A refusal to start, one line.
@@ -98,12 +108,14 @@ impl Config {
                 "--backend is required, e.g. --backend 127.0.0.1:8080".into(),
             ));
         }
-        let specs = cert_specs(args)?;
+        let mut files = Vec::new();
+        let specs = cert_specs(args, &mut files)?;
         if specs.is_empty() {
             return Err(ConfigError(
                 "a certificate is required: --cert FILE --key FILE, or --pem FILE".into(),
             ));
         }
+        spec_files(&specs, &mut files);
         let entries = certs::load_all(&specs, &tls::provider())?;
         let backends = args
             .backend
@@ -136,6 +148,7 @@ impl Config {
                 path_prefix: "/".into(),
                 pool: 0,
             }],
+            files,
         })
     }
 
@@ -238,13 +251,16 @@ impl Config {
             access_log,
             user,
             metrics,
+            watch: t.watch,
+            upgrade_socket: t.upgrade_socket.clone(),
         })
     }
 }
 
 /// The certificates the flags name, in the order given: `--cert`/`--key` pairs by position,
-/// `--pem` files and directories, each `--ocsp` attached to the certificate before it.
-fn cert_specs(args: &RunArgs) -> Result<Vec<CertSpec>, ConfigError> {
+/// `--pem` files and directories, each `--ocsp` attached to the certificate before it. The
+/// `--pem` directories are added to `files` (the files in them come with the specs).
+fn cert_specs(args: &RunArgs, files: &mut Vec<PathBuf>) -> Result<Vec<CertSpec>, ConfigError> {
     if args.cert.len() != args.key.len() {
         return Err(ConfigError(format!(
             "--cert and --key come in pairs: {} --cert and {} --key given",
@@ -277,11 +293,14 @@ fn cert_specs(args: &RunArgs) -> Result<Vec<CertSpec>, ConfigError> {
             CertArg::Pem(i) => {
                 let path = &args.pem[i];
                 from_dir = path.is_dir();
-                let files = match from_dir {
-                    true => certs::pem_files_in("--pem", path)?,
+                let found = match from_dir {
+                    true => {
+                        files.push(path.clone());
+                        certs::pem_files_in("--pem", path)?
+                    }
                     false => vec![path.clone()],
                 };
-                for f in files {
+                for f in found {
                     specs.push(CertSpec::files(
                         ("--pem".into(), f.clone()),
                         ("--pem".into(), f),
@@ -313,6 +332,34 @@ fn cert_specs(args: &RunArgs) -> Result<Vec<CertSpec>, ConfigError> {
         }
     }
     Ok(specs)
+}
+
+/// The files `specs` are read from: chain, key, and the OCSP response given, or else the
+/// `<cert file>.ocsp` that `tls::certs` staples when it exists (so `--watch` sees it appear).
+pub(crate) fn spec_files(specs: &[CertSpec], files: &mut Vec<PathBuf>) {
+    for spec in specs {
+        files.push(spec.cert.1.clone());
+        files.push(spec.key.1.clone());
+        match &spec.ocsp {
+            Some((_, ocsp)) => files.push(ocsp.clone()),
+            None if spec.ocsp_beside => {
+                let mut beside = spec.cert.1.clone().into_os_string();
+                beside.push(".ocsp");
+                files.push(beside.into());
+            }
+            None => {}
+        }
+    }
+}
+
+/// Absolute (against the working directory, as the files were opened), sorted, each once: the
+/// same set of files always gives the same list.
+fn normalise(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let set: std::collections::BTreeSet<PathBuf> = files
+        .into_iter()
+        .map(|f| std::path::absolute(&f).unwrap_or(f))
+        .collect();
+    set.into_iter().collect()
 }
 
 /// The parts of a configuration a reload replaces, checked. `previous` is the generation in
@@ -356,9 +403,12 @@ fn generation(
             }
         }
     };
+    let mut files = topology.files;
+    files.extend(t.ticket_key_file.clone());
     Ok(Generation {
         id: previous.map_or(1, |g| g.id + 1),
         listen: topology.listen,
+        files: normalise(files),
         tls: Arc::new(TlsSettings {
             certs: Arc::new(topology.certs),
             alpn,

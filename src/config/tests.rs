@@ -118,6 +118,7 @@ fn topology() -> Topology {
         certs: CertStore::single(key()),
         pools: vec![],
         routes: vec![],
+        files: vec![],
     }
 }
 
@@ -295,6 +296,21 @@ pool = "api"
     assert_eq!(routes.pick(Some("b.test"), b"/api/v1"), Some(1));
     assert_eq!(routes.pick(Some("b.test"), b"/"), Some(0));
     assert_eq!(routes.pick(Some("a.test"), b"/api/v1"), Some(0));
+    // The file itself, and each certificate and key with the OCSP response looked for beside.
+    let mut files: Vec<_> = t.files.iter().map(|f| f.file_name().unwrap()).collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "a.test.crt",
+            "a.test.crt.ocsp",
+            "a.test.key",
+            "b.test.crt",
+            "b.test.crt.ocsp",
+            "b.test.key",
+            "tern.toml"
+        ]
+    );
 }
 
 #[test]

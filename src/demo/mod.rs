@@ -43,6 +43,8 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
             path_prefix: "/".into(),
             pool: 0,
         }],
+        // Made in memory: nothing on disk to watch.
+        files: Vec::new(),
     };
     let cfg = Config::build(topology, &args.tuning).map_err(|e| RunError::Config(e.0))?;
     // The demo's certificate and backend live in memory: there is nothing to read again.
