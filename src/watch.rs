@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use crate::util::poll::readable;
+
 /// How long the files must be quiet before a reload.
 pub const QUIET: Duration = Duration::from_millis(300);
 /// The longest a reload waits after the first event, however busy the files are.
@@ -137,7 +139,7 @@ fn run(
             Some(at) if !asked => Some(at.saturating_duration_since(now)),
             _ => None,
         };
-        let (events, woken) = match wait(inotify.fd.as_fd(), wake.as_fd(), timeout) {
+        let [events, woken] = match readable([inotify.fd.as_fd(), wake.as_fd()], timeout) {
             Ok(r) => r,
             Err(e) => {
                 warn!("--watch: poll failed, no longer watching: {e}");
@@ -183,43 +185,6 @@ fn run(
             asked = true;
         }
     }
-}
-
-/// Waits for inotify events or a wake-up: (events readable, wake-up readable or closed).
-fn wait(
-    inotify: std::os::fd::BorrowedFd<'_>,
-    wake: std::os::fd::BorrowedFd<'_>,
-    timeout: Option<Duration>,
-) -> io::Result<(bool, bool)> {
-    let mut fds = [
-        libc::pollfd {
-            fd: inotify.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // Rounded up, so a deadline is never polled for as 0 ms over and over.
-    let ms = timeout.map_or(-1, |t| {
-        t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-    });
-    loop {
-        // SAFETY: `fds` is a valid array of two pollfd for the length given; both descriptors
-        // are borrowed for the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-        if rc >= 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// When to ask for a reload: [`QUIET`] after the last event, or [`LONGEST`] after the first.
