@@ -7,14 +7,15 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info, warn};
 
 use crate::cli::MaxConns;
 use crate::config::Config;
 use crate::generation::Generation;
+use crate::listeners::{self, Listeners};
 use crate::metrics::{self, Health};
 use crate::stats::{Registry, Totals, WorkerStats};
+use crate::upgrade;
 use crate::worker::{self, Control, Driver};
 
 /// Why tern could not run: a bad configuration (exit 2) or a runtime failure (exit 1).
@@ -29,6 +30,15 @@ impl RunError {
         match self {
             RunError::Config(_) => 2,
             RunError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl From<upgrade::Error> for RunError {
+    fn from(e: upgrade::Error) -> Self {
+        match e {
+            upgrade::Error::Config(m) => RunError::Config(m),
+            upgrade::Error::Runtime(m) => RunError::Runtime(m),
         }
     }
 }
@@ -144,40 +154,6 @@ fn io_uring_unavailable() -> Option<String> {
     ))
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    // Every worker binds its own socket to the same address; the kernel spreads connections.
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
-/// One listener per worker per address. The first bind resolves port 0 to a real port, which
-/// every other worker then shares through SO_REUSEPORT.
-fn bind_all(
-    addrs: &[SocketAddr],
-    workers: usize,
-) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>), RunError> {
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for &addr in addrs {
-        let fail =
-            |e: std::io::Error| RunError::Config(format!("--listen {addr}: cannot listen: {e}"));
-        let first = bind(addr).map_err(fail)?;
-        let real = first.local_addr().map_err(fail)?;
-        per_worker[0].push(first);
-        for listeners in per_worker.iter_mut().skip(1) {
-            listeners.push(bind(real).map_err(fail)?);
-        }
-        bound.push(real);
-    }
-    Ok((bound, per_worker))
-}
-
 /// Builds the generation a reload puts in service from the one in service now (re-reading
 /// files), or says in one line why it cannot.
 pub type Reloader<'a> = dyn FnMut(&Generation) -> Result<Generation, String> + 'a;
@@ -199,10 +175,21 @@ pub fn run(
             Driver::Legacy
         }
     };
-    let (bound, mut listeners) = bind_all(&cfg.generation.listen, n)?;
+    // Before any other thread starts (the environment, the umask): socket activation's
+    // sockets, then the upgrade socket and, from a running tern answering there, its sockets.
+    let mut inherited = listeners::from_systemd().map_err(RunError::Config)?;
+    let mut upgrade = upgrade::Start::begin(cfg.upgrade_socket.as_deref())?;
+    inherited.extend(upgrade.take_sockets());
     let registry = Arc::new(Registry::new(n));
     let health = Health::default();
+    // Before the listeners: a taken --metrics address then fails before any socket is bound
+    // next to a predecessor's.
     let metrics = start_metrics(&cfg, &registry, &health)?;
+    let listeners =
+        Listeners::open(&cfg.generation.listen, n, inherited).map_err(RunError::Config)?;
+    let mut per_worker = listeners
+        .for_workers(n)
+        .map_err(|e| RunError::Runtime(format!("cannot hand out the listeners: {e}")))?;
     // Armed before privileges drop, so directories only root may read are watched too.
     let watcher = match cfg.watch {
         true => Some(
@@ -235,7 +222,7 @@ pub fn run(
             id,
             cpu,
             driver,
-            listeners: std::mem::take(&mut listeners[id]),
+            listeners: std::mem::take(&mut per_worker[id]),
             generation: cfg.generation.clone(),
             settings: cfg.settings.clone(),
             max_conns: share,
@@ -269,9 +256,10 @@ pub fn run(
             }
         }
     }
-    for addr in &bound {
-        info!("listening on {addr}");
-    }
+    listeners.log();
+    let bound = listeners.addrs();
+    // Every worker accepts: a predecessor may stop now.
+    let upgrade = upgrade.finish(listeners);
     for pool in cfg.generation.pools.iter() {
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
@@ -286,6 +274,7 @@ pub fn run(
         health,
         metrics,
         watcher,
+        upgrade,
     };
     state.supervise(handles, reload)
 }
@@ -333,6 +322,8 @@ struct Supervisor {
     metrics: Option<metrics::Server>,
     /// `--watch`: asks for reloads when files of the generation change.
     watcher: Option<crate::watch::Watcher>,
+    /// `--upgrade-socket`: answers a successor, and says when it is ready to take over.
+    upgrade: Option<upgrade::Server>,
 }
 
 impl Supervisor {
@@ -353,16 +344,19 @@ impl Supervisor {
                         std::process::exit(1);
                     }
                     _ => {
-                        self.health.set_draining();
-                        let open = Totals::sum(self.stats.iter().map(|s| &**s)).open;
-                        info!(
-                            open,
-                            "signal {sig}: no longer accepting; draining for up to {}",
-                            crate::util::duration::show(self.drain_timeout)
-                        );
+                        self.drain(&format!("signal {sig}"));
                         draining = true;
-                        stop_all(&self.controls);
                     }
+                }
+            }
+            if let Some(pid) = self.upgrade.as_ref().and_then(|u| u.successor_ready()) {
+                let server = self.upgrade.take();
+                self.drain(&format!("upgrade: pid {pid} accepts on every listening socket"));
+                draining = true;
+                // Workers are told: the successor gets the upgrade socket, and this process
+                // closes its copies of the listening sockets.
+                if let Some(s) = server {
+                    s.hand_over();
                 }
             }
             if let Some(changed) = self.watcher.as_ref().and_then(|w| w.changed()) {
@@ -378,6 +372,7 @@ impl Supervisor {
                 self.health.set_draining();
                 failed = true;
                 draining = true;
+                self.upgrade = None;
                 stop_all(&self.controls);
             }
         }
@@ -401,6 +396,20 @@ impl Supervisor {
             return Err(RunError::Runtime("a worker failed".into()));
         }
         Ok(())
+    }
+
+    /// Stops accepting (SIGTERM/SIGINT, or a successor took over) and lets open connections
+    /// finish. No successor can be answered any more: the upgrade socket closes.
+    fn drain(&mut self, why: &str) {
+        self.health.set_draining();
+        self.upgrade = None;
+        let open = Totals::sum(self.stats.iter().map(|s| &**s)).open;
+        info!(
+            open,
+            "{why}: no longer accepting; draining for up to {}",
+            crate::util::duration::show(self.drain_timeout)
+        );
+        stop_all(&self.controls);
     }
 
     /// SIGHUP or `--watch`: reload, then watch the files of the generation now in service
