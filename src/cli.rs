@@ -208,6 +208,10 @@ pub struct Tuning {
     /// http mode: time a client has to send a whole request head once it began (408 after).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
     pub header_timeout: Duration,
+    /// http mode: longest wait for the next bytes of a request body (408 after, or the
+    /// connection closed once the response has begun).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
+    pub body_timeout: Duration,
     /// http mode: time a backend has to start its response (504 after).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
     pub backend_timeout: Duration,
@@ -239,6 +243,10 @@ pub struct Tuning {
     /// Run as this user once listeners are bound and keys loaded (when started as root).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    /// After start-up, confine the process (Landlock): read only beneath the directories of
+    /// the certificate, key, config and ticket-key files, write only the access log, never exec.
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub sandbox: Toggle,
     /// More log output (-v debug: one line per connection error, -vv trace).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -182,18 +182,20 @@ pub fn run(
     inherited.extend(upgrade.take_sockets());
     let registry = Arc::new(Registry::new(n));
     let health = Health::default();
-    // Before the listeners: a taken --metrics address then fails before any socket is bound
-    // next to a predecessor's.
-    let metrics = start_metrics(&cfg, &registry, &health)?;
+    // Bound now, with the listeners (before privileges drop); served from a thread started
+    // once the process is confined. Before the listeners: a taken address then fails before
+    // any socket is bound next to a predecessor's.
+    let metrics_listener = bind_metrics(&cfg)?;
     let listeners =
         Listeners::open(&cfg.generation.listen, n, inherited).map_err(RunError::Config)?;
     let mut per_worker = listeners
         .for_workers(n)
         .map_err(|e| RunError::Runtime(format!("cannot hand out the listeners: {e}")))?;
-    // Armed before privileges drop, so directories only root may read are watched too.
+    // Armed before privileges drop, so directories only root may list are watched too; its
+    // thread starts once the process is confined.
     let watcher = match cfg.watch {
         true => Some(
-            crate::watch::Watcher::start(&cfg.generation.files)
+            crate::watch::Watcher::arm(&cfg.generation.files)
                 .map_err(|e| RunError::Runtime(format!("--watch: cannot use inotify: {e}")))?,
         ),
         false => None,
@@ -211,7 +213,24 @@ pub fn run(
         }
         None => {}
     }
+    // Before the sandbox, which may not let the notify socket be reached afterwards; and
+    // before any thread starts (the metrics thread, the workers), since Landlock covers only
+    // threads started after it.
+    crate::sys::notify::connect();
+    if cfg.sandbox {
+        crate::sys::landlock::confine(&cfg.files_read, &cfg.files_written);
+    }
+    let metrics = start_metrics(&cfg, metrics_listener, &registry, &health)?;
+    let watcher = match watcher.map(|w| w.start()).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            return Err(RunError::Runtime(format!(
+                "--watch: cannot start its thread: {e}"
+            )))
+        }
+    };
     let stats = registry.workers().to_vec();
+    let mut pool_stats = registry.generation(&pool_names(&cfg.generation));
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut controls = Vec::new();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -224,6 +243,7 @@ pub fn run(
             driver,
             listeners: std::mem::take(&mut per_worker[id]),
             generation: cfg.generation.clone(),
+            pool_stats: std::mem::take(&mut pool_stats[id]),
             settings: cfg.settings.clone(),
             max_conns: share,
             drain_timeout: cfg.drain_timeout,
@@ -265,6 +285,7 @@ pub fn run(
     }
     health.set_ready();
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
+    crate::sys::notify::ready();
     on_ready(&bound);
     let state = Supervisor {
         controls,
@@ -273,23 +294,32 @@ pub fn run(
         generation: cfg.generation.clone(),
         health,
         metrics,
+        registry,
         watcher,
         upgrade,
     };
     state.supervise(handles, reload)
 }
-/// Binds `--metrics` (before privileges drop, as the listeners are) and starts its thread, so
-/// `/readyz` answers 503 while the workers start.
-fn start_metrics(
-    cfg: &Config,
-    registry: &Arc<Registry>,
-    health: &Health,
-) -> Result<Option<metrics::Server>, RunError> {
+/// Binds `--metrics` (before privileges drop, as the listeners are).
+fn bind_metrics(cfg: &Config) -> Result<Option<std::net::TcpListener>, RunError> {
     let Some(addr) = cfg.metrics else {
         return Ok(None);
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| RunError::Config(format!("--metrics {addr}: cannot listen: {e}")))?;
+    std::net::TcpListener::bind(addr)
+        .map(Some)
+        .map_err(|e| RunError::Config(format!("--metrics {addr}: cannot listen: {e}")))
+}
+
+/// Starts the metrics thread before the workers, so `/readyz` answers 503 while they start.
+fn start_metrics(
+    cfg: &Config,
+    listener: Option<std::net::TcpListener>,
+    registry: &Arc<Registry>,
+    health: &Health,
+) -> Result<Option<metrics::Server>, RunError> {
+    let Some(listener) = listener else {
+        return Ok(None);
+    };
     let state = Arc::new(metrics::State {
         registry: registry.clone(),
         process: metrics::Process::new(
@@ -320,10 +350,16 @@ struct Supervisor {
     generation: Arc<Generation>,
     health: Health,
     metrics: Option<metrics::Server>,
+    registry: Arc<Registry>,
     /// `--watch`: asks for reloads when files of the generation change.
     watcher: Option<crate::watch::Watcher>,
     /// `--upgrade-socket`: answers a successor, and says when it is ready to take over.
     upgrade: Option<upgrade::Server>,
+}
+
+/// The pool names of a generation, by pool index (for their counters).
+fn pool_names(g: &Generation) -> Vec<&str> {
+    g.pools.iter().map(|p| p.name.as_str()).collect()
 }
 
 impl Supervisor {
@@ -351,7 +387,9 @@ impl Supervisor {
             }
             if let Some(pid) = self.upgrade.as_ref().and_then(|u| u.successor_ready()) {
                 let server = self.upgrade.take();
-                self.drain(&format!("upgrade: pid {pid} accepts on every listening socket"));
+                self.drain(&format!(
+                    "upgrade: pid {pid} accepts on every listening socket"
+                ));
                 draining = true;
                 // Workers are told: the successor gets the upgrade socket, and this process
                 // closes its copies of the listening sockets.
@@ -373,6 +411,7 @@ impl Supervisor {
                 failed = true;
                 draining = true;
                 self.upgrade = None;
+                crate::sys::notify::stopping();
                 stop_all(&self.controls);
             }
         }
@@ -409,15 +448,19 @@ impl Supervisor {
             "{why}: no longer accepting; draining for up to {}",
             crate::util::duration::show(self.drain_timeout)
         );
+        crate::sys::notify::stopping();
         stop_all(&self.controls);
     }
 
     /// SIGHUP or `--watch`: reload, then watch the files of the generation now in service
     /// (whether the reload worked or not: links may point elsewhere, files may have moved).
+    /// Done or refused, the service manager hears READY=1 after it.
     fn reload(&mut self, reload: &mut Reloader<'_>, why: &str) {
+        crate::sys::notify::reloading();
         if !self.put_in_service(reload, why) {
             self.rearm();
         }
+        crate::sys::notify::ready();
     }
 
     fn rearm(&self) {
@@ -439,6 +482,7 @@ impl Supervisor {
                     "reload failed, still serving generation {}: {e}",
                     self.generation.id
                 );
+                self.reload_failed();
                 return false;
             }
         };
@@ -454,14 +498,17 @@ impl Supervisor {
                 "reload failed, still serving generation {}: tls: {e}",
                 self.generation.id
             );
+            self.reload_failed();
             return false;
         }
         let next = Arc::new(next);
+        let mut pool_stats = self.registry.generation(&pool_names(&next));
         let (ack_tx, ack_rx) = mpsc::channel();
         let mut sent = 0;
-        for c in &self.controls {
+        for (id, c) in self.controls.iter().enumerate() {
+            let stats = std::mem::take(&mut pool_stats[id]);
             if c.send_timeout(
-                Control::Reload(next.clone(), ack_tx.clone()),
+                Control::Reload(next.clone(), stats, ack_tx.clone()),
                 Duration::from_secs(5),
             )
             .is_ok()

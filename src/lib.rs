@@ -5,7 +5,8 @@
 //! outside the workers), `worker` (pinned runtime, listeners, limits, drain), `proxy`
 //! (per-connection loops), `backend` (pools, balancing, health), the immutable `generation` a
 //! reload replaces, and the sans-IO `tls` and `http` layers; `stats` and `util` are leaves any
-//! layer may use.
+//! layer may use, and so are `sys` (service-manager notification, self-confinement) and
+//! `proxyproto` (the sans-IO PROXY protocol).
 
 pub mod backend;
 pub mod cli;
@@ -19,8 +20,10 @@ pub mod logging;
 pub mod metrics;
 pub mod privileges;
 pub mod proxy;
+pub mod proxyproto;
 pub mod route;
 pub mod stats;
+pub mod sys;
 pub mod tls;
 pub mod upgrade;
 pub mod util;

@@ -136,7 +136,10 @@ impl Listeners {
                 origin,
             });
         }
-        if let Some(stray) = pool.iter().find(|i| matches!(i.source, Source::Systemd { .. })) {
+        if let Some(stray) = pool
+            .iter()
+            .find(|i| matches!(i.source, Source::Systemd { .. }))
+        {
             return Err(format!(
                 "{}: an inherited socket on {} that no --listen asks for",
                 stray.source, stray.addr
@@ -182,9 +185,11 @@ impl Listeners {
 
     /// Every socket, for a successor.
     pub fn sockets(&self) -> impl Iterator<Item = (SocketAddr, bool, BorrowedFd<'_>)> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.socks.iter().map(move |s| (g.addr, s.shared, s.fd.as_fd())))
+        self.groups.iter().flat_map(|g| {
+            g.socks
+                .iter()
+                .map(move |s| (g.addr, s.shared, s.fd.as_fd()))
+        })
     }
 
     /// Closes the sockets a predecessor handed over that no `--listen` wants (connections
@@ -330,7 +335,11 @@ mod tests {
         assert_eq!(l.sockets().count(), 4);
         let per = l.for_workers(4).unwrap();
         assert!(per.iter().all(|w| w.len() == 1));
-        assert_eq!(socket_id(&per[0][0]), a_id, "the received socket itself, not a new one");
+        assert_eq!(
+            socket_id(&per[0][0]),
+            a_id,
+            "the received socket itself, not a new one"
+        );
         // Fewer workers than sockets: one takes several.
         let per = l.for_workers(3).unwrap();
         assert_eq!(per.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1, 1]);
@@ -348,7 +357,14 @@ mod tests {
 
     #[test]
     fn unmatched_inherited_sockets() {
-        let s = inherited(any(), true, Source::Systemd { fd: 3, name: Some("web".into()) });
+        let s = inherited(
+            any(),
+            true,
+            Source::Systemd {
+                fd: 3,
+                name: Some("web".into()),
+            },
+        );
         let addr = s.addr;
         let e = Listeners::open(&[any()], 1, vec![s]).unwrap_err();
         assert!(

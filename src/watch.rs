@@ -61,33 +61,32 @@ pub struct Watcher {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Watches in place, their thread not started yet (so it can be started after the sandbox).
+pub struct Prepared {
+    inotify: Inotify,
+    watches: Watches,
+}
+
 impl Watcher {
-    /// Starts watching `files` (a generation's [`files`](crate::generation::Generation::files)).
-    /// Fails only when inotify itself cannot be had; a directory that cannot be watched is a
-    /// warning naming it.
-    pub fn start(files: &[PathBuf]) -> io::Result<Watcher> {
+    /// Watches the directories for `files` (a generation's
+    /// [`files`](crate::generation::Generation::files)); [`Prepared::start`] then starts the
+    /// thread. Fails only when inotify itself cannot be had; a directory that cannot be
+    /// watched is a warning naming it.
+    pub fn arm(files: &[PathBuf]) -> io::Result<Prepared> {
         let inotify = Inotify::new()?;
-        let (wake, wake_rx) = UnixStream::pair()?;
-        wake.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
-        let (req_tx, requests) = mpsc::channel();
-        let (rearm, rearm_rx) = mpsc::channel();
-        let mut armed = Armed::default();
-        armed.arm(&inotify, plan(files));
+        let mut watches = Watches::default();
+        watches.arm(&inotify, plan(files));
         info!(
             files = files.len(),
-            directories = armed.dirs(),
+            directories = watches.dirs(),
             "--watch: reloading when these files change"
         );
-        let thread = std::thread::Builder::new()
-            .name("tern-watch".into())
-            .spawn(move || run(inotify, armed, wake_rx, rearm_rx, req_tx))?;
-        Ok(Watcher {
-            requests,
-            rearm,
-            wake,
-            thread: Some(thread),
-        })
+        Ok(Prepared { inotify, watches })
+    }
+
+    /// Both steps at once.
+    pub fn start(files: &[PathBuf]) -> io::Result<Watcher> {
+        Self::arm(files)?.start()
     }
 
     /// The files that changed since the last call, when a reload is due.
@@ -111,6 +110,26 @@ impl Watcher {
     }
 }
 
+impl Prepared {
+    pub fn start(self) -> io::Result<Watcher> {
+        let (wake, wake_rx) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (req_tx, requests) = mpsc::channel();
+        let (rearm, rearm_rx) = mpsc::channel();
+        let Prepared { inotify, watches } = self;
+        let thread = std::thread::Builder::new()
+            .name("tern-watch".into())
+            .spawn(move || run(inotify, watches, wake_rx, rearm_rx, req_tx))?;
+        Ok(Watcher {
+            requests,
+            rearm,
+            wake,
+            thread: Some(thread),
+        })
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
         // The thread sees its end of the pair close and returns.
@@ -123,13 +142,13 @@ impl Drop for Watcher {
 
 fn run(
     inotify: Inotify,
-    mut armed: Armed,
+    mut watches: Watches,
     mut wake: UnixStream,
     rearm: mpsc::Receiver<Rearm>,
     requests: mpsc::Sender<Vec<PathBuf>>,
 ) {
     let mut pending = Debounce::default();
-    // Between asking for a reload and being re-armed nothing is asked: the events of that
+    // Between asking for a reload and being re-watches nothing is asked: the events of that
     // window are gathered and asked for afterwards, against the new watch set.
     let mut asked = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -154,7 +173,7 @@ fn run(
                 Err(_) => return,
             }
             for (files, ack) in rearm.try_iter() {
-                armed.arm(&inotify, plan(&files));
+                watches.arm(&inotify, plan(&files));
                 asked = false;
                 let _ = ack.send(());
             }
@@ -164,7 +183,7 @@ fn run(
                 match inotify.read(&mut buf) {
                     Ok(n) => {
                         for ev in parse_events(&buf[..n]) {
-                            if let Some(path) = armed.relevant(&ev) {
+                            if let Some(path) = watches.relevant(&ev) {
                                 debug!(path = %path.display(), mask = ev.mask, "--watch: change");
                                 pending.note(Instant::now(), path);
                             }
@@ -304,11 +323,11 @@ fn existing(dir: &Path, name: &OsStr) -> (PathBuf, OsString) {
 
 /// The watches in place: watch descriptor -> (a directory it was added for, what matters).
 #[derive(Default)]
-struct Armed {
+struct Watches {
     watches: HashMap<i32, (PathBuf, Interest)>,
 }
 
-impl Armed {
+impl Watches {
     fn dirs(&self) -> usize {
         self.watches.len()
     }
@@ -558,7 +577,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert_eq!(got, vec![live.clone()]);
-        // Nothing more is asked until it is re-armed; then a new change is seen again.
+        // Nothing more is asked until it is re-watches; then a new change is seen again.
         w.rearm(std::slice::from_ref(&live));
         std::fs::write(&live, "rewritten").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::generation::Generation;
 use crate::proxy::{self, ProxyCtx, Settings, WorkerParts};
-use crate::stats::WorkerStats;
+use crate::stats::{PoolStats, WorkerStats};
 use crate::util::latch::Latch;
 
 /// Messages from the control thread.
@@ -27,6 +27,7 @@ pub enum Control {
     /// on the sender with its id and whether it switched.
     Reload(
         Arc<Generation>,
+        Vec<Arc<PoolStats>>,
         std::sync::mpsc::Sender<(usize, Result<(), String>)>,
     ),
 }
@@ -46,6 +47,8 @@ pub struct Spec {
     pub driver: Driver,
     pub listeners: Vec<std::net::TcpListener>,
     pub generation: Arc<Generation>,
+    /// This worker's counters for each pool of the generation (by pool index).
+    pub pool_stats: Vec<Arc<PoolStats>>,
     pub settings: Settings,
     /// This worker's share of `--max-conns`.
     pub max_conns: usize,
@@ -195,7 +198,7 @@ async fn run(spec: Spec, setup: &'static str) {
         access_log,
         id: spec.id,
     };
-    let first = match ProxyCtx::new(&spec.generation, &parts, None) {
+    let first = match ProxyCtx::new(&spec.generation, spec.pool_stats, &parts, None) {
         Ok(ctx) => ctx,
         Err(e) => return fail("tls config", &e),
     };
@@ -228,9 +231,9 @@ async fn run(spec: Spec, setup: &'static str) {
     let _ = spec.ready.send(Ok(spec.id));
 
     // Wait for the control thread; a dropped channel means it is gone, which is a drain too.
-    while let Ok(Control::Reload(generation, ack)) = spec.control.recv_async().await {
+    while let Ok(Control::Reload(generation, pool_stats, ack)) = spec.control.recv_async().await {
         let previous = current.borrow().clone();
-        let result = match ProxyCtx::new(&generation, &parts, Some(&previous)) {
+        let result = match ProxyCtx::new(&generation, pool_stats, &parts, Some(&previous)) {
             Ok(ctx) => {
                 *current.borrow_mut() = ctx;
                 previous.retire();
@@ -297,19 +300,18 @@ async fn accept_loop(
     loop {
         let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         let stopped = std::pin::pin!(stop.wait());
-        let (accepted, stopping) = match futures_util::future::select(accept.as_mut(), stopped)
-            .await
-        {
-            futures_util::future::Either::Left((r, _)) => (r, false),
-            // Dropping an io_uring accept does not undo it: a connection the kernel hands it
-            // after the drop would be lost (its descriptor never closed, the client left
-            // hanging). Cancel it and wait: a connection it got anyway is served. This matters
-            // for a binary upgrade, where the successor keeps accepting on the same sockets.
-            futures_util::future::Either::Right(((), _)) => {
-                canceller = canceller.cancel();
-                (accept.await, true)
-            }
-        };
+        let (accepted, stopping) =
+            match futures_util::future::select(accept.as_mut(), stopped).await {
+                futures_util::future::Either::Left((r, _)) => (r, false),
+                // Dropping an io_uring accept does not undo it: a connection the kernel hands it
+                // after the drop would be lost (its descriptor never closed, the client left
+                // hanging). Cancel it and wait: a connection it got anyway is served. This matters
+                // for a binary upgrade, where the successor keeps accepting on the same sockets.
+                futures_util::future::Either::Right(((), _)) => {
+                    canceller = canceller.cancel();
+                    (accept.await, true)
+                }
+            };
         match accepted {
             Ok((stream, peer)) => {
                 let ctx = current.borrow().clone();

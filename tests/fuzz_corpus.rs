@@ -30,3 +30,8 @@ fn request_head_corpus() {
 fn chunked_corpus() {
     assert!(each_input("chunked", tern::http::fuzzing::chunked) >= 9);
 }
+
+#[test]
+fn proxy_header_corpus() {
+    assert!(each_input("proxy_header", tern::proxyproto::fuzzing::proxy_header) >= 400);
+}

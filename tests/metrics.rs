@@ -217,6 +217,26 @@ fn scraped_counters_match_the_traffic_and_the_text_parses() {
     );
     assert_eq!(sum(&text, "tern_connections_refused_total", &[]), 0);
     assert_eq!(sum(&text, "tern_backend_connect_failures_total", &[]), 0);
+    // By version and kind, and how the failed one failed (closed before its ClientHello).
+    let completed = "tern_tls_handshakes_completed_total";
+    let v13 = "version=\"1.3\"";
+    let v12 = "version=\"1.2\"";
+    let full = "resumed=\"false\"";
+    assert_eq!(sum(&text, completed, &[v13, full]), 2, "{text}");
+    assert_eq!(sum(&text, completed, &[v12, full]), 1);
+    assert_eq!(sum(&text, completed, &["resumed=\"true\""]), 0);
+    let failures = "tern_tls_handshake_failures_total";
+    assert_eq!(sum(&text, failures, &["reason=\"eof\""]), 1, "{text}");
+    assert_eq!(sum(&text, failures, &[]), 1);
+    // One duration per completed handshake, one connect time per backend connection.
+    assert_eq!(
+        sum(&text, "tern_tls_handshake_duration_seconds_count", &[]),
+        3
+    );
+    assert_eq!(
+        sum(&text, "tern_backend_connect_duration_seconds_count", &[]),
+        3
+    );
     // Both workers have their series.
     for w in ["worker=\"0\"", "worker=\"1\""] {
         assert!(
@@ -318,4 +338,69 @@ fn a_metrics_address_that_cannot_be_bound_is_refused_at_start() {
         );
         assert!(err.contains(&needle), "'{needle}' missing from: {err}");
     }
+}
+
+#[test]
+fn http_requests_and_responses_are_counted_by_class_and_pool() {
+    let certs = Certs::new();
+    let b = common::http::TestBackend::start("A");
+    let tern = start_tern(
+        &certs,
+        b.addr,
+        &["--mode", "http", "--metrics", "127.0.0.1:0"],
+    );
+    let addr = metrics_addr(&tern);
+    let mut c = std::io::BufReader::new(connect(tern.addr(), &certs.client(&[&TLS13])).unwrap());
+    for path in ["/name", "/name", "/name", "/status/404"] {
+        write!(
+            c.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        )
+        .unwrap();
+        c.get_mut().flush().unwrap();
+        common::http::read_response(&mut c, false).unwrap();
+    }
+    // Refused before routing: counted as a request and a 4xx, not for the pool.
+    let mut bad = std::io::BufReader::new(connect(tern.addr(), &certs.client(&[&TLS13])).unwrap());
+    bad.get_mut().write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    bad.get_mut().flush().unwrap();
+    assert_eq!(
+        common::http::read_response(&mut bad, false).unwrap().status,
+        400
+    );
+    let text = scrape_until(addr, |t| sum(t, "tern_http_requests_total", &[]) == 5);
+    let class = |c: &str| format!("class=\"{c}\"");
+    assert_eq!(
+        sum(&text, "tern_http_responses_total", &[&class("2xx")]),
+        3,
+        "{text}"
+    );
+    assert_eq!(sum(&text, "tern_http_responses_total", &[&class("4xx")]), 2);
+    let pool = "pool=\"default\"";
+    assert_eq!(sum(&text, "tern_http_pool_requests_total", &[pool]), 4);
+    assert_eq!(
+        sum(
+            &text,
+            "tern_http_pool_responses_total",
+            &[pool, &class("2xx")]
+        ),
+        3
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "tern_http_pool_responses_total",
+            &[pool, &class("4xx")]
+        ),
+        1
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "tern_http_pool_response_duration_seconds_count",
+            &[pool]
+        ),
+        4
+    );
+    promtool_accepts(&text);
 }

@@ -67,6 +67,8 @@ struct Backend {
     open: Cell<u32>,
     failures: Cell<u32>,
     resting_until: Cell<Option<Instant>>,
+    /// When its last failure was (for choosing the one resting longest).
+    failed_at: Cell<Option<Instant>>,
     /// The last active check failed.
     check_failed: Cell<bool>,
 }
@@ -180,6 +182,7 @@ impl Pool {
                     open: Cell::new(0),
                     failures: Cell::new(0),
                     resting_until: Cell::new(None),
+                    failed_at: Cell::new(None),
                     check_failed: Cell::new(false),
                 })
                 .collect(),
@@ -209,8 +212,12 @@ impl Pool {
     }
 
     /// The backends one connection tries, best first: the balancing choice, then the rest
-    /// round-robin; resting and failing ones are left out.
-    pub fn order(&self, client: IpAddr, now: Instant) -> impl Iterator<Item = usize> + '_ {
+    /// round-robin; resting and failing ones are left out. When every backend that passes its
+    /// checks is resting, the one resting longest is tried anyway (nginx never marks a sole
+    /// server down): a backend restarted after an outage is used again by the very next
+    /// connection, not after the rest the outage ran up. Empty only when every backend fails
+    /// its active check.
+    pub fn order(&self, client: IpAddr, now: Instant) -> Vec<usize> {
         let n = self.backends.len();
         let start = match self.balance {
             Balance::RoundRobin => {
@@ -235,9 +242,15 @@ impl Pool {
                     .unwrap_or(s)
             }
         };
-        (0..n)
-            .map(move |k| (start + k) % n)
-            .filter(move |&i| self.usable(i, now))
+        let ring = (0..n).map(move |k| (start + k) % n);
+        let usable: Vec<usize> = ring.clone().filter(|&i| self.usable(i, now)).collect();
+        if !usable.is_empty() {
+            return usable;
+        }
+        ring.filter(|&i| !self.backends[i].check_failed.get())
+            .min_by_key(|&i| self.backends[i].failed_at.get())
+            .into_iter()
+            .collect()
     }
 
     /// Connects to the backend the balancing picks, falling through to the others on failure.
@@ -261,7 +274,7 @@ impl Pool {
     ) -> Result<(TcpStream, Lease<'_>, bool), ConnectError> {
         let mut last = None;
         let now = Instant::now();
-        let candidates: Vec<usize> = self.order(client, now).collect();
+        let candidates = self.order(client, now);
         if reuse {
             if let Some(&i) = candidates.first() {
                 if let Some(stream) = self.take_idle(i, now) {
@@ -271,10 +284,12 @@ impl Pool {
         }
         for i in candidates {
             let addr = self.backends[i].addr;
+            let started = Instant::now();
             let attempt =
                 monoio::time::timeout(self.connect_timeout, TcpStream::connect_addr(addr)).await;
             let err = match attempt {
                 Ok(Ok(stream)) => {
+                    stats.backend_connected(started.elapsed());
                     self.mark_ok(i);
                     return Ok((stream, self.lease(i), false));
                 }
@@ -347,12 +362,14 @@ impl Pool {
             .saturating_mul(1 << (failures - 1).min(5))
             .min(MAX_REST);
         b.resting_until.set(Some(now + rest));
+        b.failed_at.set(Some(now));
     }
 
     pub fn mark_ok(&self, i: usize) {
         let b = &self.backends[i];
         b.failures.set(0);
         b.resting_until.set(None);
+        b.failed_at.set(None);
     }
 
     /// An active check's verdict.
@@ -411,7 +428,7 @@ mod tests {
     }
 
     fn first(p: &Pool, ip: [u8; 4], now: Instant) -> Option<usize> {
-        p.order(IpAddr::from(ip), now).next()
+        p.order(IpAddr::from(ip), now).first().copied()
     }
 
     #[test]
@@ -419,7 +436,7 @@ mod tests {
         let p = pool(Balance::RoundRobin, 3);
         let now = Instant::now();
         let orders: Vec<Vec<usize>> = (0..3)
-            .map(|_| p.order(IpAddr::from([1, 1, 1, 1]), now).collect())
+            .map(|_| p.order(IpAddr::from([1, 1, 1, 1]), now))
             .collect();
         assert_eq!(orders, vec![vec![0, 1, 2], vec![1, 2, 0], vec![2, 0, 1]]);
     }
@@ -429,25 +446,45 @@ mod tests {
         let p = pool(Balance::RoundRobin, 2);
         let now = Instant::now();
         p.mark_failed(0, now);
-        let order: Vec<usize> = p.order(IpAddr::from([1, 1, 1, 1]), now).collect();
+        let order = p.order(IpAddr::from([1, 1, 1, 1]), now);
         assert_eq!(order, vec![1], "resting backends are skipped");
         let later = now + Duration::from_millis(1100);
-        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), later).count(), 2);
+        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), later).len(), 2);
         // Consecutive failures rest it longer, up to the cap.
         for _ in 0..10 {
             p.mark_failed(0, now);
         }
         assert_eq!(
             p.order(IpAddr::from([1, 1, 1, 1]), now + Duration::from_secs(29))
-                .count(),
+                .len(),
             1
         );
-        assert_eq!(
-            p.order(IpAddr::from([1, 1, 1, 1]), now + MAX_REST).count(),
-            2
-        );
+        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), now + MAX_REST).len(), 2);
         p.mark_ok(0);
-        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), now).count(), 2);
+        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), now).len(), 2);
+    }
+
+    #[test]
+    fn when_every_backend_rests_the_one_resting_longest_is_tried() {
+        let p = pool(Balance::RoundRobin, 3);
+        let t0 = Instant::now();
+        p.mark_failed(1, t0);
+        p.mark_failed(0, t0 + Duration::from_millis(10));
+        p.mark_failed(2, t0 + Duration::from_millis(20));
+        let now = t0 + Duration::from_millis(30);
+        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), now), vec![1]);
+        // A success ends its rest at once.
+        p.mark_ok(1);
+        assert_eq!(p.order(IpAddr::from([1, 1, 1, 1]), now), vec![1]);
+        // A sole backend is never out of reach, however often it failed.
+        let sole = pool(Balance::RoundRobin, 1);
+        for _ in 0..20 {
+            sole.mark_failed(0, now);
+        }
+        assert_eq!(sole.order(IpAddr::from([1, 1, 1, 1]), now), vec![0]);
+        // Failing its active check does take it out.
+        sole.set_check(0, false);
+        assert!(sole.order(IpAddr::from([1, 1, 1, 1]), now).is_empty());
     }
 
     #[test]
@@ -455,7 +492,10 @@ mod tests {
         let p = pool(Balance::RoundRobin, 2);
         let now = Instant::now();
         p.set_check(1, false);
-        assert!(p.order(IpAddr::from([1, 1, 1, 1]), now).all(|i| i == 0));
+        assert!(p
+            .order(IpAddr::from([1, 1, 1, 1]), now)
+            .iter()
+            .all(|&i| i == 0));
         p.set_check(0, false);
         assert_eq!(first(&p, [1, 1, 1, 1], now), None, "nothing usable");
         p.set_check(1, true);

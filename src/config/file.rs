@@ -128,8 +128,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let mut files = vec![path.to_path_buf()];
-    let certs = load_certs(&src, &file.cert, &mut files)?;
+    let (certs, files, also_watched) = load_certs(&src, &file.cert)?;
     let (pools, names) = pools(&src, &file.pool)?;
     let routes = routes(&src, &file.route, &names)?;
     Ok(Topology {
@@ -138,15 +137,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         pools,
         routes,
         files,
+        also_watched,
     })
 }
 
-/// Loads the `[[cert]]` entries; the files and directories they name go to `files`.
+/// The certificates, the files they were read from, and what else `--watch` watches for them
+/// (directories of PEM files, `<cert>.ocsp` files looked for).
 fn load_certs(
     src: &Source<'_>,
     entries: &[Spanned<CertEntry>],
-    files: &mut Vec<PathBuf>,
-) -> Result<CertStore, ConfigError> {
+) -> Result<(CertStore, Vec<PathBuf>, Vec<PathBuf>), ConfigError> {
+    let mut dirs = Vec::new();
     if entries.is_empty() {
         return src.err(0, "at least one [[cert]] is required");
     }
@@ -185,7 +186,7 @@ fn load_certs(
                     );
                 }
                 let dir = src.relative(p.get_ref());
-                files.push(dir.clone());
+                dirs.push(dir.clone());
                 certs::pem_files_in(&label(p), &dir)
                     .map_err(ConfigError)?
                     .into_iter()
@@ -215,9 +216,12 @@ fn load_certs(
             specs.push(spec);
         }
     }
-    super::spec_files(&specs, files);
     let loaded = certs::load_all(&specs, &tlsmod::provider()).map_err(ConfigError)?;
-    CertStore::new(loaded).map_err(ConfigError)
+    Ok((
+        CertStore::new(loaded).map_err(ConfigError)?,
+        super::spec_files(&specs),
+        [dirs, super::ocsp_beside(&specs)].concat(),
+    ))
 }
 
 fn pools(

@@ -31,10 +31,12 @@ pub struct Topology {
     pub certs: CertStore,
     pub pools: Vec<PoolSpec>,
     pub routes: Vec<Route>,
-    /// Every file and directory this was read from (configuration file, certificates, keys,
-    /// OCSP responses, `.ocsp` files looked for beside certificates, `--pem` directories), for
-    /// `--watch`. Order and duplicates do not matter: [`Generation::files`] is normalised.
+    /// The files read to build it (the config file, certificates, keys, OCSP responses), for
+    /// the sandbox.
     pub files: Vec<PathBuf>,
+    /// Looked at but not (all) read: `--pem` directories, and the `<cert>.ocsp` files looked
+    /// for beside certificates, present or not. With `files`, what `--watch` watches.
+    pub also_watched: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +59,13 @@ pub struct Config {
     /// Where to hand listeners to a successor, and to look for a predecessor
     /// (`--upgrade-socket`).
     pub upgrade_socket: Option<PathBuf>,
+    /// Confine the process after start-up (`--sandbox`).
+    pub sandbox: bool,
+    /// Every file read at start-up (config, certificates, keys, OCSP responses, ticket key):
+    /// a reload reads them again, so the sandbox keeps them readable.
+    pub files_read: Vec<PathBuf>,
+    /// Files written by path (the access log), which the sandbox keeps writable.
+    pub files_written: Vec<PathBuf>,
 }
 
 /// A refusal to start, one line.
@@ -92,7 +101,11 @@ impl Config {
 
     fn topology(args: &RunArgs) -> Result<Topology, ConfigError> {
         match &args.config {
-            Some(path) => file::load(path),
+            Some(path) => {
+                let mut t = file::load(path)?;
+                t.files.insert(0, path.clone());
+                Ok(t)
+            }
             None => Self::topology_from_flags(args),
         }
     }
@@ -108,14 +121,13 @@ impl Config {
                 "--backend is required, e.g. --backend 127.0.0.1:8080".into(),
             ));
         }
-        let mut files = Vec::new();
-        let specs = cert_specs(args, &mut files)?;
+        let mut also_watched = Vec::new();
+        let specs = cert_specs(args, &mut also_watched)?;
         if specs.is_empty() {
             return Err(ConfigError(
                 "a certificate is required: --cert FILE --key FILE, or --pem FILE".into(),
             ));
         }
-        spec_files(&specs, &mut files);
         let entries = certs::load_all(&specs, &tls::provider())?;
         let backends = args
             .backend
@@ -148,7 +160,8 @@ impl Config {
                 path_prefix: "/".into(),
                 pool: 0,
             }],
-            files,
+            files: spec_files(&specs),
+            also_watched: [also_watched, ocsp_beside(&specs)].concat(),
         })
     }
 
@@ -163,6 +176,7 @@ impl Config {
         }
         for (flag, d) in [
             ("--header-timeout", t.header_timeout),
+            ("--body-timeout", t.body_timeout),
             ("--backend-timeout", t.backend_timeout),
         ] {
             if d.is_zero() {
@@ -217,6 +231,12 @@ impl Config {
                 return Err(ConfigError(format!("{flag}: must be more than 0")));
             }
         }
+        let mut files_read = topology.files.clone();
+        files_read.extend(t.ticket_key_file.iter().cloned());
+        let files_written = match t.access_log.as_deref() {
+            None | Some("-") => Vec::new(),
+            Some(path) => vec![PathBuf::from(path)],
+        };
         Ok(Config {
             generation: Arc::new(generation(topology, t, None)?),
             mode: t.mode,
@@ -239,6 +259,7 @@ impl Config {
                     },
                     max_body: t.max_body_bytes,
                     header_timeout: t.header_timeout,
+                    body_timeout: t.body_timeout,
                     backend_timeout: t.backend_timeout,
                     forward: ForwardPolicy {
                         trust_client: t.trust_forwarded,
@@ -253,14 +274,45 @@ impl Config {
             metrics,
             watch: t.watch,
             upgrade_socket: t.upgrade_socket.clone(),
+            sandbox: t.sandbox == Toggle::On,
+            files_read,
+            files_written,
         })
     }
 }
 
+/// The files certificates are read from (key, chain, a named OCSP response; `<cert>.ocsp`
+/// lies beside its certificate), for the sandbox.
+fn spec_files(specs: &[CertSpec]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for s in specs {
+        files.push(s.key.1.clone());
+        if s.cert.1 != s.key.1 {
+            files.push(s.cert.1.clone());
+        }
+        files.extend(s.ocsp.iter().map(|(_, p)| p.clone()));
+    }
+    files
+}
+
+/// The `<cert file>.ocsp` files `tls::certs` staples when they exist, for the certificates
+/// given no OCSP response (so `--watch` sees one appear).
+fn ocsp_beside(specs: &[CertSpec]) -> Vec<PathBuf> {
+    specs
+        .iter()
+        .filter(|s| s.ocsp.is_none() && s.ocsp_beside)
+        .map(|s| {
+            let mut beside = s.cert.1.clone().into_os_string();
+            beside.push(".ocsp");
+            beside.into()
+        })
+        .collect()
+}
+
 /// The certificates the flags name, in the order given: `--cert`/`--key` pairs by position,
 /// `--pem` files and directories, each `--ocsp` attached to the certificate before it. The
-/// `--pem` directories are added to `files` (the files in them come with the specs).
-fn cert_specs(args: &RunArgs, files: &mut Vec<PathBuf>) -> Result<Vec<CertSpec>, ConfigError> {
+/// `--pem` directories go to `dirs`.
+fn cert_specs(args: &RunArgs, dirs: &mut Vec<PathBuf>) -> Result<Vec<CertSpec>, ConfigError> {
     if args.cert.len() != args.key.len() {
         return Err(ConfigError(format!(
             "--cert and --key come in pairs: {} --cert and {} --key given",
@@ -293,14 +345,14 @@ fn cert_specs(args: &RunArgs, files: &mut Vec<PathBuf>) -> Result<Vec<CertSpec>,
             CertArg::Pem(i) => {
                 let path = &args.pem[i];
                 from_dir = path.is_dir();
-                let found = match from_dir {
+                let files = match from_dir {
                     true => {
-                        files.push(path.clone());
+                        dirs.push(path.clone());
                         certs::pem_files_in("--pem", path)?
                     }
                     false => vec![path.clone()],
                 };
-                for f in found {
+                for f in files {
                     specs.push(CertSpec::files(
                         ("--pem".into(), f.clone()),
                         ("--pem".into(), f),
@@ -332,24 +384,6 @@ fn cert_specs(args: &RunArgs, files: &mut Vec<PathBuf>) -> Result<Vec<CertSpec>,
         }
     }
     Ok(specs)
-}
-
-/// The files `specs` are read from: chain, key, and the OCSP response given, or else the
-/// `<cert file>.ocsp` that `tls::certs` staples when it exists (so `--watch` sees it appear).
-pub(crate) fn spec_files(specs: &[CertSpec], files: &mut Vec<PathBuf>) {
-    for spec in specs {
-        files.push(spec.cert.1.clone());
-        files.push(spec.key.1.clone());
-        match &spec.ocsp {
-            Some((_, ocsp)) => files.push(ocsp.clone()),
-            None if spec.ocsp_beside => {
-                let mut beside = spec.cert.1.clone().into_os_string();
-                beside.push(".ocsp");
-                files.push(beside.into());
-            }
-            None => {}
-        }
-    }
 }
 
 /// Absolute (against the working directory, as the files were opened), sorted, each once: the
@@ -404,6 +438,7 @@ fn generation(
         }
     };
     let mut files = topology.files;
+    files.extend(topology.also_watched);
     files.extend(t.ticket_key_file.clone());
     Ok(Generation {
         id: previous.map_or(1, |g| g.id + 1),

@@ -119,6 +119,7 @@ fn topology() -> Topology {
         pools: vec![],
         routes: vec![],
         files: vec![],
+        also_watched: vec![],
     }
 }
 
@@ -212,6 +213,15 @@ fn simple_flags_make_one_pool_and_one_route() {
     );
     assert_eq!(cfg.generation.pools[0].health.as_ref().unwrap().path, "/hz");
     assert_eq!(cfg.generation.routes.pick(Some("anything"), b"/x"), Some(0));
+    // The sandbox keeps readable what was read, and is on unless turned off.
+    assert_eq!(
+        cfg.files_read,
+        vec![
+            std::path::PathBuf::from(&key),
+            std::path::PathBuf::from(&cert)
+        ]
+    );
+    assert!(cfg.sandbox && cfg.files_written.is_empty());
     let cli = parse(&[
         "--listen",
         "127.0.0.1:0",
@@ -292,25 +302,49 @@ pool = "api"
         t.pools[1].health.as_ref().unwrap().interval,
         Duration::from_secs(2)
     );
+    // Every file the topology came from, for the sandbox: key and certificate per entry,
+    // and (added by from_args, below) the config file itself.
+    let names: Vec<_> = t
+        .files
+        .iter()
+        .map(|p| p.strip_prefix(dir.path()).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["a.test.key", "a.test.crt", "b.test.key", "b.test.crt"].map(std::path::Path::new)
+    );
     let routes = Routes::new(t.routes);
     assert_eq!(routes.pick(Some("b.test"), b"/api/v1"), Some(1));
     assert_eq!(routes.pick(Some("b.test"), b"/"), Some(0));
     assert_eq!(routes.pick(Some("a.test"), b"/api/v1"), Some(0));
-    // The file itself, and each certificate and key with the OCSP response looked for beside.
-    let mut files: Vec<_> = t.files.iter().map(|f| f.file_name().unwrap()).collect();
-    files.sort();
-    assert_eq!(
-        files,
-        [
-            "a.test.crt",
-            "a.test.crt.ocsp",
-            "a.test.key",
-            "b.test.crt",
-            "b.test.crt.ocsp",
-            "b.test.key",
-            "tern.toml"
-        ]
-    );
+    // And for --watch, the OCSP responses looked for beside the certificates.
+    let also: Vec<_> = t
+        .also_watched
+        .iter()
+        .map(|f| f.file_name().unwrap())
+        .collect();
+    assert_eq!(also, ["a.test.crt.ocsp", "b.test.crt.ocsp"]);
+
+    let secret = dir.path().join("ticket.key");
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    let log = dir.path().join("access.log");
+    let cli = parse(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--sandbox",
+        "off",
+        "--ticket-key-file",
+        secret.to_str().unwrap(),
+        "--access-log",
+        log.to_str().unwrap(),
+    ])
+    .unwrap();
+    let cfg = Config::from_args(&cli.run).unwrap();
+    assert_eq!(cfg.files_read.first(), Some(&path));
+    assert_eq!(cfg.files_read.last(), Some(&secret));
+    assert_eq!(cfg.files_read.len(), 6);
+    assert_eq!(cfg.files_written, vec![log]);
+    assert!(!cfg.sandbox);
 }
 
 #[test]

@@ -45,8 +45,13 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
         }],
         // Made in memory: nothing on disk to watch.
         files: Vec::new(),
+        also_watched: Vec::new(),
     };
-    let cfg = Config::build(topology, &args.tuning).map_err(|e| RunError::Config(e.0))?;
+    let mut cfg = Config::build(topology, &args.tuning).map_err(|e| RunError::Config(e.0))?;
+    // The demo's backend thread starts before tern would confine itself (so Landlock would not
+    // cover it), and the demo removes its CA file at exit, which a sandbox forbids: a local
+    // try-out runs unconfined.
+    cfg.sandbox = false;
     // The demo's certificate and backend live in memory: there is nothing to read again.
     let mut reload =
         |_: &crate::generation::Generation| Err("tern demo has nothing to reload".to_string());

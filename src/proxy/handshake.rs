@@ -12,6 +12,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::bufpool::{BufPool, PoolBuf};
+use crate::stats::FailReason;
 use crate::tls::{Accepting, Established, Step, TlsError};
 
 /// Ciphertext read from the client but not yet opened (the client may send its first request
@@ -29,6 +30,22 @@ pub enum HandshakeError {
     Tls(TlsError),
     /// Not TLS but a plaintext HTTP request; it was answered with a 400.
     PlainHttp,
+}
+
+impl HandshakeError {
+    /// The class it is counted under.
+    pub fn reason(&self) -> FailReason {
+        match self {
+            HandshakeError::Io(_) => FailReason::Io,
+            HandshakeError::Eof => FailReason::Eof,
+            HandshakeError::PlainHttp => FailReason::PlainHttp,
+            HandshakeError::Tls(TlsError::PeerAlert(_))
+            | HandshakeError::Tls(TlsError::Protocol(rustls::Error::AlertReceived(_))) => {
+                FailReason::Alert
+            }
+            HandshakeError::Tls(_) => FailReason::Protocol,
+        }
+    }
 }
 
 impl fmt::Display for HandshakeError {

@@ -1,6 +1,7 @@
 //! tcp mode: handshake, connect a backend, pump bytes both ways unchanged.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -10,6 +11,7 @@ use super::handshake::{self, Carry, HandshakeError};
 use super::pump::{self, Tunnel};
 use super::{Ctx, ProxyCtx};
 use crate::backend::pool::Lease;
+use crate::stats::{FailReason, TlsVersion};
 use crate::tls::Established;
 
 /// Serves one accepted connection: the handshake, then tcp or http mode.
@@ -56,15 +58,18 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
             return None;
         }
     };
+    let started = Instant::now();
     let hs = handshake::run(&mut client, accepting, &ctx.bufs);
     let (mut session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await
     {
         Ok(Ok(done)) => {
-            stats.handshakes_ok.inc();
+            let info = &done.0.info;
+            let version = TlsVersion::from_name(info.version);
+            stats.handshake_completed(version, info.resumed, started.elapsed());
             done
         }
         Ok(Err(e)) => {
-            stats.handshakes_failed.inc();
+            stats.handshake_failed(TlsVersion::Unknown, e.reason());
             match e {
                 HandshakeError::Eof => debug!(%peer, "handshake: {e}"),
                 _ => debug!(%peer, "handshake failed: {e}"),
@@ -72,7 +77,7 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
             return None;
         }
         Err(_) => {
-            stats.handshakes_failed.inc();
+            stats.handshake_failed(TlsVersion::Unknown, FailReason::Timeout);
             debug!(%peer, "handshake timed out");
             return None;
         }

@@ -154,7 +154,11 @@ impl Http<'_> {
         let mut head = RequestHead::default();
         let mut scratch = Vec::new();
         loop {
-            match self.read_head(reader, client, &mut head).await {
+            let read = self.read_head(reader, client, &mut head).await;
+            if matches!(read, HeadRead::Ready | HeadRead::Refuse(..)) {
+                self.ctx.stats.http.requests.inc();
+            }
+            match read {
                 HeadRead::Ready => {}
                 HeadRead::Gone => return None,
                 HeadRead::Failed(e) => {
@@ -164,7 +168,7 @@ impl Http<'_> {
                 HeadRead::Refuse(status, why) => {
                     debug!(peer = %self.peer, status, "http: refused: {why}");
                     self.log_refused_head(reader.plaintext(), status);
-                    self.answer(status).await;
+                    self.answer(status, client).await;
                     return None;
                 }
             }
@@ -199,11 +203,12 @@ impl Http<'_> {
             let pool = match refusal {
                 Ok(pool) => pool,
                 Err(status) => {
-                    self.log(&req, status, 0, None, started);
-                    self.answer(status).await;
+                    self.log(&req, None, status, 0, None, started);
+                    self.answer(status, client).await;
                     return None;
                 }
             };
+            self.ctx.pool_stats[pool].requests.inc();
             forward::request(src, &head, self.peer.ip(), s.http.forward, &mut scratch);
             reader.consume(head.len, &self.ctx.bufs);
 
@@ -221,6 +226,7 @@ impl Http<'_> {
                     } => {
                         self.log(
                             &req,
+                            Some(pool),
                             status,
                             bytes_out,
                             backend.as_ref().map(|b| b.0),
@@ -239,7 +245,14 @@ impl Http<'_> {
                         break;
                     }
                     Exchange::Upgrade { leftover } => {
-                        self.log(&req, 101, 0, backend.as_ref().map(|b| b.0), started);
+                        self.log(
+                            &req,
+                            Some(pool),
+                            101,
+                            0,
+                            backend.as_ref().map(|b| b.0),
+                            started,
+                        );
                         return backend.map(|(_, _, halves)| (halves, leftover));
                     }
                     Exchange::Refused { status, retry, why } => {
@@ -249,13 +262,27 @@ impl Http<'_> {
                             continue;
                         }
                         debug!(peer = %self.peer, status, "http: {why}");
-                        self.log(&req, status, 0, backend.as_ref().map(|b| b.0), started);
-                        self.answer(status).await;
+                        self.log(
+                            &req,
+                            Some(pool),
+                            status,
+                            0,
+                            backend.as_ref().map(|b| b.0),
+                            started,
+                        );
+                        self.answer(status, client).await;
                         return None;
                     }
                     Exchange::Broken(why) => {
                         debug!(peer = %self.peer, "http: exchange cut: {why}");
-                        self.log(&req, 0, 0, backend.as_ref().map(|b| b.0), started);
+                        self.log(
+                            &req,
+                            Some(pool),
+                            0,
+                            0,
+                            backend.as_ref().map(|b| b.0),
+                            started,
+                        );
                         return None;
                     }
                 }
@@ -447,8 +474,8 @@ impl Http<'_> {
     }
 
     /// Streams the request body from the client to the backend. Errors are the status to
-    /// answer (400 for broken framing, 413 over the limit); a client that goes away is 400 too
-    /// (the answer will not be read).
+    /// answer (400 for broken framing, 413 over the limit, 408 for a pause longer than
+    /// `--body-timeout`); a client that goes away is 400 too (the answer will not be read).
     async fn request_body(
         &self,
         req: &Request,
@@ -460,14 +487,12 @@ impl Http<'_> {
         let ctx = self.ctx;
         // The limit counts body data only (not chunk framing): 413 past it.
         let mut scanner = BodyScanner::with_limit(req.body, ctx.settings.http.max_body);
-        let idle = ctx
-            .settings
-            .idle_timeout
-            .unwrap_or(Duration::from_secs(24 * 3600));
+        let wait = ctx.settings.http.body_timeout;
         while !scanner.done() {
             if reader.plaintext().is_empty() {
-                match monoio::time::timeout(idle, reader.fill(client, &self.out)).await {
+                match monoio::time::timeout(wait, reader.fill(client, &self.out)).await {
                     Ok(Ok(n)) if n > 0 => {}
+                    Err(_) => return Err(408),
                     _ => return Err(400),
                 }
             }
@@ -654,23 +679,35 @@ impl Http<'_> {
         }
     }
 
-    /// tern's own answer, then the end of the connection.
-    async fn answer(&self, status: u16) {
+    /// tern's own answer, then the end of the connection: close_notify and FIN, then a
+    /// lingering close, so that what the client is still sending cannot turn into a reset that
+    /// makes it lose the answer.
+    async fn answer(&self, status: u16, client: &mut Half) {
         let mut out = Vec::new();
         forward::error_response(status, &mut out);
-        if self.out.send(&out).await.is_ok() {
-            let _ = self.out.close().await;
+        if self.out.send(&out).await.is_ok() && self.out.close().await.is_ok() {
+            super::linger::drain(client, &self.ctx.bufs).await;
         }
     }
 
+    /// Counts the request's outcome and writes its access-log line. `pool`: where it was
+    /// routed (`None` when it was refused before routing).
     fn log(
         &self,
         req: &Request,
+        pool: Option<usize>,
         status: u16,
         bytes_out: u64,
         backend: Option<SocketAddr>,
         started: Instant,
     ) {
+        self.ctx.stats.http.responses.record(status);
+        if let Some(p) = pool.map(|p| &self.ctx.pool_stats[p]) {
+            p.responses.record(status);
+            if let Some(at) = self.response_at.get() {
+                p.response_time.observe(at.duration_since(started));
+            }
+        }
         if let Some(log) = &self.ctx.access_log {
             log.record(&Entry {
                 client: self.peer,
@@ -693,6 +730,7 @@ impl Http<'_> {
     /// A head refused before it parsed (400, 408, 414, 431, 505) is logged too, with what its
     /// request line shows (escaped in the log; it is the client's word, not a parsed request).
     fn log_refused_head(&self, head: &[u8], status: u16) {
+        self.ctx.stats.http.responses.record(status);
         let Some(log) = &self.ctx.access_log else {
             return;
         };

@@ -6,6 +6,7 @@ mod bufpool;
 mod handshake;
 pub mod l4;
 mod l7;
+mod linger;
 mod pump;
 mod split;
 mod tlsio;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use crate::backend::{health, pool};
 use crate::generation::Generation;
 use crate::route::Routes;
-use crate::stats::WorkerStats;
+use crate::stats::{PoolStats, WorkerStats};
 use crate::tls::{ServerTls, TlsError};
 use crate::util::latch::Latch;
 
@@ -61,6 +62,8 @@ pub struct HttpSettings {
     pub max_body: Option<u64>,
     /// Time a client has to send a whole request head once it started (408 after).
     pub header_timeout: Duration,
+    /// Longest wait for more of a request body (408 after).
+    pub body_timeout: Duration,
     /// Time a backend has to start its response (504 after).
     pub backend_timeout: Duration,
     pub forward: crate::http::ForwardPolicy,
@@ -73,6 +76,7 @@ impl Default for HttpSettings {
             limits: crate::http::Limits::default(),
             max_body: None,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
             backend_timeout: Duration::from_secs(60),
             forward: crate::http::ForwardPolicy::default(),
         }
@@ -105,6 +109,8 @@ pub struct ProxyCtx {
     pub pools: Vec<Rc<pool::Pool>>,
     pub settings: Settings,
     pub stats: Arc<WorkerStats>,
+    /// This worker's counters of each configured pool, by index (http mode).
+    pub pool_stats: Vec<Arc<PoolStats>>,
     /// Set when a newer generation took over: its health checks stop, its pools keep no more
     /// idle backend connections.
     retired: Rc<Latch>,
@@ -117,9 +123,13 @@ impl ProxyCtx {
     /// TLS session cache carries over (so TLS 1.2 session IDs resume across a reload).
     pub fn new(
         generation: &Arc<Generation>,
+        pool_stats: Vec<Arc<PoolStats>>,
         parts: &WorkerParts,
         previous: Option<&ProxyCtx>,
     ) -> Result<Ctx, TlsError> {
+        // One block of counters per pool, whatever the control thread handed over.
+        let mut pool_stats = pool_stats;
+        pool_stats.resize_with(generation.pools.len(), Default::default);
         let tls = ServerTls::new(&generation.tls, previous.map(|p| &p.tls))?;
         let s = &parts.settings;
         let ctx = Rc::new(ProxyCtx {
@@ -136,6 +146,7 @@ impl ProxyCtx {
                 .collect(),
             settings: parts.settings.clone(),
             stats: parts.stats.clone(),
+            pool_stats,
             retired: Rc::new(Latch::default()),
         });
         for (spec, pool) in generation.pools.iter().zip(&ctx.pools) {

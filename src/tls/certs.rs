@@ -316,7 +316,7 @@ fn read(file: PemFile<'_>) -> Result<Zeroizing<Vec<u8>>, String> {
 fn parse_chain(file: PemFile<'_>, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} {}: bad PEM: {e}", file.label, file.path.display()))?;
+        .map_err(|e| bad_pem(file, &e))?;
     if chain.is_empty() {
         return Err(format!(
             "{} {} holds no CERTIFICATE block",
@@ -335,8 +335,27 @@ fn parse_key(file: PemFile<'_>, pem: &[u8]) -> Result<PrivateKeyDer<'static>, St
             file.label,
             file.path.display()
         ),
-        e => format!("{} {}: bad PEM: {e}", file.label, file.path.display()),
+        e => bad_pem(file, &e),
     })
+}
+
+/// A PEM refusal without the file's content. rustls-pki-types puts a malformed BEGIN line
+/// into its error whole, and a key stored with escaped newlines (`-----BEGIN PRIVATE
+/// KEY-----\nMIIE...`, as from JSON or an environment variable) is one such line: its
+/// message would print the key. The file may be a key (or a `--pem` holding one), so only
+/// the kind of fault is said.
+fn bad_pem(file: PemFile<'_>, e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    let what = match e {
+        Error::MissingSectionEnd { .. } => "a BEGIN line has no matching END line",
+        Error::IllegalSectionStart { .. } => {
+            "a BEGIN line is malformed (expected -----BEGIN <LABEL>----- alone on its line)"
+        }
+        Error::Base64Decode(_) => "a block is not valid base64",
+        Error::SectionTooLarge => "a block is too large",
+        _ => "unreadable",
+    };
+    format!("{} {}: bad PEM: {what}", file.label, file.path.display())
 }
 
 #[cfg(test)]
@@ -456,5 +475,42 @@ mod tests {
         assert!(e.contains("--key") && e.contains("no private key"), "{e}");
         let e = load(f("--cert", &c), f("--key", &wrong), &provider()).unwrap_err();
         assert!(e.contains("does not belong"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_key_file_is_refused_without_printing_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = key.serialize_pem();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let c = write(dir.path(), "c.pem", &cert.pem());
+        let f = |label, path| PemFile { label, path };
+        // Newlines escaped as in JSON: one line that starts like a BEGIN line.
+        let escaped = write(dir.path(), "escaped.pem", &pem.replace('\n', "\\n"));
+        // A BEGIN line with no END.
+        let cut = write(dir.path(), "cut.pem", &pem[..pem.len() / 2]);
+        // The combined form, key first and malformed, read for the chain.
+        let both = write(
+            dir.path(),
+            "both.pem",
+            &format!("{}{}", pem.replace('\n', "\\n"), cert.pem()),
+        );
+        for (cert_file, key_file) in [
+            (f("--cert", &c), f("--key", &escaped)),
+            (f("--cert", &c), f("--key", &cut)),
+            (f("--pem", &both), f("--pem", &both)),
+        ] {
+            let e = load(cert_file, key_file, &provider()).unwrap_err();
+            assert!(e.contains("bad PEM") || e.contains("no private key"), "{e}");
+            // Neither the base64 text nor its bytes (pki-types prints lines as byte lists).
+            assert!(!e.contains(&body[..16]), "{e}");
+            let first_bytes = format!("{:?}", &body.as_bytes()[..8]);
+            assert!(!e.contains(&first_bytes[1..first_bytes.len() - 1]), "{e}");
+            assert!(e.len() < 200, "{e}");
+        }
     }
 }

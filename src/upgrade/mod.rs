@@ -74,7 +74,9 @@ impl Start {
         };
         match Predecessor::connect(path)? {
             Some(p) => Ok(Start::Successor(p)),
-            None => Ok(Start::Fresh(ControlSocket::bind(path).map_err(Error::Config)?)),
+            None => Ok(Start::Fresh(
+                ControlSocket::bind(path).map_err(Error::Config)?,
+            )),
         }
     }
 
@@ -223,12 +225,22 @@ impl Predecessor {
         let runtime = |what: String| Error::Runtime(format!("{shown}: {what}"));
         let (_, uid) = fdpass::peer(conn.as_fd()).map_err(|e| runtime(e.to_string()))?;
         if !fdpass::trusted(uid) {
-            return Err(runtime(format!("answered by uid {uid}, not this user or root; not taking its sockets")));
+            return Err(runtime(format!(
+                "answered by uid {uid}, not this user or root; not taking its sockets"
+            )));
         }
-        conn.set_read_timeout(Some(STEP)).map_err(|e| runtime(e.to_string()))?;
-        conn.set_write_timeout(Some(STEP)).map_err(|e| runtime(e.to_string()))?;
-        send(&conn, &Message::Hello { pid: std::process::id() }, &[])
-            .map_err(|e| runtime(format!("cannot talk to the running tern: {e}")))?;
+        conn.set_read_timeout(Some(STEP))
+            .map_err(|e| runtime(e.to_string()))?;
+        conn.set_write_timeout(Some(STEP))
+            .map_err(|e| runtime(e.to_string()))?;
+        send(
+            &conn,
+            &Message::Hello {
+                pid: std::process::id(),
+            },
+            &[],
+        )
+        .map_err(|e| runtime(format!("cannot talk to the running tern: {e}")))?;
         let pid = match receive(&conn) {
             Ok((Message::Hello { pid }, _)) => pid,
             Ok((Message::Refused(why), _)) => {
@@ -245,7 +257,10 @@ impl Predecessor {
                     for (entry, fd) in entries.into_iter().zip(fds) {
                         let addr = check_listener(&fd).map_err(from)?;
                         if addr != entry.addr {
-                            return Err(from(format!("a socket announced as {} is bound to {addr}", entry.addr)));
+                            return Err(from(format!(
+                                "a socket announced as {} is bound to {addr}",
+                                entry.addr
+                            )));
                         }
                         sockets.push(Inherited {
                             addr,
@@ -418,9 +433,15 @@ fn serve(
             Ok(()) => {
                 // PATH is the successor's now: not removed when this process exits.
                 control.file = None;
-                info!("upgrade: handed {} over to pid {pid}", control.path.display());
+                info!(
+                    "upgrade: handed {} over to pid {pid}",
+                    control.path.display()
+                );
             }
-            Err(e) => warn!("upgrade: cannot hand {} over to pid {pid}: {e}", control.path.display()),
+            Err(e) => warn!(
+                "upgrade: cannot hand {} over to pid {pid}: {e}",
+                control.path.display()
+            ),
         }
         return;
     }
@@ -448,7 +469,14 @@ fn offer(conn: &Socket, listeners: &Listeners, wake: &UnixStream) -> Result<u32,
             return Err(failed(format!("pid {peer_pid}: {e}")));
         }
     };
-    send(conn, &Message::Hello { pid: std::process::id() }, &[]).map_err(io)?;
+    send(
+        conn,
+        &Message::Hello {
+            pid: std::process::id(),
+        },
+        &[],
+    )
+    .map_err(io)?;
     let all: Vec<_> = listeners.sockets().collect();
     for chunk in all.chunks(wire::MAX_FDS) {
         let entries = chunk

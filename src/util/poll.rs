@@ -18,7 +18,9 @@ pub fn readable<const N: usize>(
         revents: 0,
     });
     // Rounded up, so a deadline is never polled for as 0 ms over and over.
-    let ms = timeout.map_or(-1, |t| t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
+    let ms = timeout.map_or(-1, |t| {
+        t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+    });
     loop {
         // SAFETY: `polled` is a valid array of N pollfd for the length given; the descriptors
         // are borrowed for the call.
@@ -46,7 +48,10 @@ mod tests {
         let t = Some(Duration::from_millis(1));
         assert_eq!(readable([a.as_fd(), c.as_fd()], t).unwrap(), [false, false]);
         b.write_all(b"x").unwrap();
-        assert_eq!(readable([a.as_fd(), c.as_fd()], None).unwrap(), [true, false]);
+        assert_eq!(
+            readable([a.as_fd(), c.as_fd()], None).unwrap(),
+            [true, false]
+        );
         drop(_d);
         assert_eq!(readable([c.as_fd()], None).unwrap(), [true]);
     }
