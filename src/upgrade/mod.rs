@@ -162,7 +162,9 @@ impl ControlSocket {
         let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(fail)?;
         let addr = SockAddr::unix(path).map_err(fail)?;
         // The file is created by bind with the umask's mode: owner-only from the start, not
-        // open to others until a chmod. Only the control thread runs at this point.
+        // open to others until a chmod. The mask is the process's: this runs on the control
+        // thread before any other thread starts (or, binding anew after a failed hand-over,
+        // while no other thread creates files).
         // SAFETY: umask only swaps the process's file-creation mask.
         let old = unsafe { libc::umask(0o177) };
         let bound = sock.bind(&addr);
