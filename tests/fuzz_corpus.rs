@@ -35,3 +35,8 @@ fn chunked_corpus() {
 fn proxy_header_corpus() {
     assert!(each_input("proxy_header", tern::proxyproto::fuzzing::proxy_header) >= 400);
 }
+
+#[test]
+fn upgrade_message_corpus() {
+    assert!(each_input("upgrade_message", tern::upgrade::wire::fuzz) >= 150);
+}
