@@ -125,14 +125,15 @@ fi
 
 ((CALLGRIND)) || exit 0
 echo
-# Start-up is counted by callgrind too (at its first handshake aws-lc seeds its random
-# generator with jitterentropy, ~0.4 G instructions once): start-up plus one request are
-# measured alone first and subtracted; jitterentropy's functions are left out of the lists.
+# Start-up is counted by callgrind too (aws-lc seeds its random generator with jitterentropy,
+# ~0.4 G instructions once, in the TLS warm-up each worker runs before it accepts, or in the
+# first handshake of builds without one): start-up plus one request are measured alone first
+# and subtracted; jitterentropy's functions are left out of the lists.
 # valgrind's CPU hides some instruction sets (aws-lc then takes its portable "_alt" X25519 and
 # AVX instead of SHA-NI SHA-256), so crypto counts here are above what runs natively.
 cg_total() { callgrind_annotate --auto=no "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
 start_tern tcp off valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.startup" --dump-instr=no
-# One request: the first handshake seeds the random generator.
+# One request: what a first connection costs beyond the steady state is start-up too.
 curl -sk --max-time 60 -o /dev/null https://127.0.0.1:24443/ || true
 stop_tern
 STARTUP=$(cg_total "$OUT/callgrind.startup")

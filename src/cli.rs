@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 use crate::backend::pool::Balance;
+use crate::http::CertHeaders;
+use crate::tls::ClientAuthMode;
 use crate::util::{cpus, duration, size};
 
 #[derive(Parser, Debug)]
@@ -40,6 +42,10 @@ pub struct CheckArgs {
     /// The configuration file to check.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// The client-certificate flags the run uses (their files are checked too, and a route
+    /// with client_auth = "required" may rely on --client-ca).
+    #[command(flatten)]
+    pub client_cert: ClientCertArgs,
 }
 
 #[derive(Args, Debug)]
@@ -85,7 +91,30 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
     pub health_interval: Duration,
     #[command(flatten)]
+    pub client_cert: ClientCertArgs,
+    #[command(flatten)]
     pub tuning: Tuning,
+}
+
+/// Client certificates (mTLS), for a run and for `tern check`.
+#[derive(Args, Debug, Default)]
+pub struct ClientCertArgs {
+    /// Ask clients for a certificate that chains to a CA in FILE (PEM) and refuse those
+    /// without one (mTLS); with --config, for every [[cert]] without a client_ca of its own.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// required: no client certificate, no connection. optional: ask, but let clients without
+    /// one through (http mode tells the backend X-Client-Verify: NONE) [default: required].
+    #[arg(long, value_name = "MODE", value_parser = parse_client_auth)]
+    pub client_auth: Option<ClientAuthMode>,
+    /// Certificate revocation list (PEM or DER) for --client-ca: revoked client certificates
+    /// are refused; repeatable. Read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub client_crl: Vec<PathBuf>,
+}
+
+fn parse_client_auth(s: &str) -> Result<ClientAuthMode, String> {
+    ClientAuthMode::parse(s)
 }
 
 /// One certificate argument, by its kind and its index among the arguments of that kind.
@@ -199,6 +228,11 @@ pub struct Tuning {
     /// http mode: also send RFC 7239 `Forwarded: for=...;proto=https`.
     #[arg(long)]
     pub forwarded: bool,
+    /// http mode with client certificates: the identity headers the backend gets, a list of
+    /// x-client (X-Client-Verify, X-Client-Subject, X-Client-Fingerprint), xfcc (Envoy's
+    /// X-Forwarded-Client-Cert) or none. Clients' own copies are always removed.
+    #[arg(long, value_name = "LIST", default_value = "x-client", value_parser = CertHeaders::parse)]
+    pub forward_client_cert: CertHeaders,
     /// http mode: largest request head (431 past it; at most 32KiB).
     #[arg(long, value_name = "SIZE", default_value = "32KiB", value_parser = size::parse)]
     pub max_header_bytes: u64,
@@ -221,10 +255,14 @@ pub struct Tuning {
     /// http mode: how long an idle kept-alive backend connection is kept.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse)]
     pub backend_idle_timeout: Duration,
-    /// http mode: one line per request to FILE (appended), or - for standard output
-    /// [default: off].
+    /// One line per request (http mode) or per connection (tcp mode) to FILE (appended), or
+    /// - for standard output [default: off].
     #[arg(long, value_name = "FILE|-")]
     pub access_log: Option<String>,
+    /// Format of the access log and of tern's own log lines: text, or json (one object per
+    /// line, for log shippers).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::proxy::accesslog::LogFormat::Text)]
+    pub log_format: crate::proxy::accesslog::LogFormat,
     /// Serve Prometheus metrics (/metrics), /healthz and /readyz over plain HTTP on ADDR, e.g.
     /// 127.0.0.1:9100. Keep it on loopback or a private address: it has no authentication.
     #[arg(long, value_name = "ADDR")]
@@ -244,7 +282,8 @@ pub struct Tuning {
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
     /// After start-up, confine the process (Landlock): read only beneath the directories of
-    /// the certificate, key, config and ticket-key files, write only the access log, never exec.
+    /// the certificate, key, client CA/CRL, config and ticket-key files, write only the access
+    /// log, never exec.
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     pub sandbox: Toggle,
     /// More log output (-v debug: one line per connection error, -vv trace).

@@ -175,6 +175,7 @@ pub fn run(
             Driver::Legacy
         }
     };
+    crate::tls::warmup::seed_random();
     // Before any other thread starts (the environment, the umask): socket activation's
     // sockets, then the upgrade socket and, from a running tern answering there, its sockets.
     let mut inherited = listeners::from_systemd().map_err(RunError::Config)?;
@@ -249,6 +250,7 @@ pub fn run(
             drain_timeout: cfg.drain_timeout,
             stats: stats[id].clone(),
             access_log: cfg.access_log.clone(),
+            log_format: cfg.log_format,
             control: rx,
             ready: ready_tx.clone(),
         };
@@ -283,6 +285,7 @@ pub fn run(
     for pool in cfg.generation.pools.iter() {
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
+    crate::report::certificates(&cfg.generation.tls.certs);
     health.set_ready();
     info!(workers = n, mode = ?cfg.mode, max_conns = total, "tern ready");
     crate::sys::notify::ready();
@@ -297,6 +300,7 @@ pub fn run(
         registry,
         watcher,
         upgrade,
+        bound: bound.clone(),
     };
     state.supervise(handles, reload)
 }
@@ -355,6 +359,8 @@ struct Supervisor {
     watcher: Option<crate::watch::Watcher>,
     /// `--upgrade-socket`: answers a successor, and says when it is ready to take over.
     upgrade: Option<upgrade::Server>,
+    /// The addresses the listeners are bound to.
+    bound: Vec<SocketAddr>,
 }
 
 /// The pool names of a generation, by pool index (for their counters).
@@ -531,6 +537,10 @@ impl Supervisor {
             if let Some(m) = &self.metrics {
                 m.state().process.reload_succeeded(&next.tls);
             }
+            for addr in &self.bound {
+                info!("listening on {addr}");
+            }
+            crate::report::certificates(&next.tls.certs);
             info!(
                 generation = next.id,
                 certificates = next.tls.certs.len(),

@@ -21,7 +21,8 @@ pub struct Generation {
     pub listen: Vec<SocketAddr>,
     /// Every file and directory this generation was read from — configuration file,
     /// certificates, keys, OCSP responses (with the `<cert>.ocsp` files looked for, present
-    /// or not), `--pem` directories, the ticket-key file — absolute, sorted, each once.
+    /// or not), client CA and CRL files, `--pem` directories, the ticket-key file —
+    /// absolute, sorted, each once.
     /// `--watch` reloads when one of them changes.
     pub files: Vec<PathBuf>,
     pub tls: Arc<TlsSettings>,

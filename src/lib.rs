@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod proxy;
 pub mod proxyproto;
+pub mod report;
 pub mod route;
 pub mod stats;
 pub mod sys;

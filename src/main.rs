@@ -27,7 +27,9 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Check(args)) => {
-            return match tern::config::file::load(&args.config) {
+            let checked = tern::config::client_auth_from_flags(&args.client_cert)
+                .and_then(|auth| tern::config::file::load_with(&args.config, auth.as_ref()));
+            return match checked {
                 Ok(t) => {
                     println!(
                         "{}: ok ({})",
@@ -43,11 +45,11 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::Demo(args)) => {
-            tern::logging::init(args.tuning.verbosity());
+            tern::logging::init(args.tuning.verbosity(), args.tuning.log_format);
             tern::demo::run(args)
         }
         None => {
-            tern::logging::init(cli.run.tuning.verbosity());
+            tern::logging::init(cli.run.tuning.verbosity(), cli.run.tuning.log_format);
             let args = &cli.run;
             Config::from_args(args)
                 .map_err(|e| RunError::Config(e.0))

@@ -88,6 +88,9 @@ pub struct Route {
     pub path_prefix: String,
     /// Index of the backend pool.
     pub pool: usize,
+    /// Only for clients that presented a verified certificate (`client_auth = "required"`):
+    /// http mode answers others `403`, tcp mode closes their connection.
+    pub client_cert_required: bool,
 }
 
 /// Routes in the order they are tried: most specific host first, then longest path prefix;
@@ -110,22 +113,29 @@ impl Routes {
     /// `path` is the request target's path as sent; it is matched as [`routing_path`] reads
     /// it.
     pub fn pick(&self, host: Option<&str>, path: &[u8]) -> Option<usize> {
+        self.pick_route(host, path).map(|r| r.pool)
+    }
+
+    /// The route [`pick`](Self::pick) takes.
+    pub fn pick_route(&self, host: Option<&str>, path: &[u8]) -> Option<&Route> {
         let path = routing_path(path);
-        self.routes
-            .iter()
-            .find(|r| {
-                let host_ok = match host {
-                    Some(h) => r.host.matches(h),
-                    None => r.host == HostMatch::Any,
-                };
-                host_ok && path.starts_with(r.path_prefix.as_bytes())
-            })
-            .map(|r| r.pool)
+        self.routes.iter().find(|r| {
+            let host_ok = match host {
+                Some(h) => r.host.matches(h),
+                None => r.host == HostMatch::Any,
+            };
+            host_ok && path.starts_with(r.path_prefix.as_bytes())
+        })
     }
 
     /// The pool for a connection by host name alone (tcp mode routes on SNI; paths do not
     /// exist there): the most specific host match, and of its routes the broadest path.
     pub fn pick_host(&self, host: Option<&str>) -> Option<usize> {
+        self.pick_host_route(host).map(|r| r.pool)
+    }
+
+    /// The route [`pick_host`](Self::pick_host) takes.
+    pub fn pick_host_route(&self, host: Option<&str>) -> Option<&Route> {
         self.routes
             .iter()
             .filter(|r| match host {
@@ -133,7 +143,6 @@ impl Routes {
                 None => r.host == HostMatch::Any,
             })
             .min_by_key(|r| (std::cmp::Reverse(r.host.rank()), r.path_prefix.len()))
-            .map(|r| r.pool)
     }
 
     pub fn len(&self) -> usize {
@@ -211,6 +220,7 @@ mod tests {
             host: HostMatch::parse(host).unwrap(),
             path_prefix: path.into(),
             pool,
+            client_cert_required: false,
         }
     }
 

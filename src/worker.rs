@@ -56,6 +56,7 @@ pub struct Spec {
     pub stats: Arc<WorkerStats>,
     /// Where this worker writes its access log lines (http mode).
     pub access_log: Option<Arc<proxy::accesslog::Target>>,
+    pub log_format: proxy::accesslog::LogFormat,
     pub control: flume::Receiver<Control>,
     /// Told once the worker is serving (Ok) or could not start (Err, with the cause).
     pub ready: std::sync::mpsc::Sender<Result<usize, String>>,
@@ -182,10 +183,12 @@ async fn run(spec: Spec, setup: &'static str) {
     }
     let access_log = match &spec.access_log {
         None => None,
-        Some(target) => match proxy::accesslog::AccessLog::start(target, spec.id) {
-            Ok(log) => Some(log),
-            Err(e) => return fail("access log", &e),
-        },
+        Some(target) => {
+            match proxy::accesslog::AccessLog::start(target, spec.log_format, spec.id) {
+                Ok(log) => Some(log),
+                Err(e) => return fail("access log", &e),
+            }
+        }
     };
     let parts = WorkerParts {
         // Keep up to 2 MiB of free buffers for bursts, not memory for long-gone peaks.
@@ -211,6 +214,11 @@ async fn run(spec: Spec, setup: &'static str) {
     });
     let stop = Rc::new(Latch::default());
     monoio::spawn(housekeeping(current.clone()));
+    // Per-thread first-handshake costs (and, if nothing drew randomness before, aws-lc
+    // seeding its generator) are paid here, not by the first client.
+    if let Err(e) = crate::tls::warmup::warm_up(&spec.generation.tls) {
+        warn!(worker = spec.id, "{e}");
+    }
     for listener in listeners {
         monoio::spawn(accept_loop(
             spec.id,
@@ -237,10 +245,13 @@ async fn run(spec: Spec, setup: &'static str) {
             Ok(ctx) => {
                 *current.borrow_mut() = ctx;
                 previous.retire();
-                debug!(
+                info!(
                     worker = spec.id,
+                    cpu = spec.cpu,
+                    driver = ?spec.driver,
+                    setup,
                     generation = generation.id,
-                    "serving a new generation"
+                    "worker serving a new generation"
                 );
                 Ok(())
             }

@@ -114,6 +114,9 @@ for k in sys.argv[2].split("."): v=v.get(k) if isinstance(v,dict) else None
 print("" if v is None else v)' "$1" "$2"
 }
 
+# json_str TEXT -> TEXT as a JSON string literal.
+json_str() { "$PY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+
 # A measurement result: one JSON object per line in $RUN_DIR/raw.jsonl.
 record() { printf '%s\n' "$1" >>"$RUN_DIR/raw.jsonl"; }
 

@@ -1,106 +1,39 @@
 # shellcheck shell=bash
 # Variables set here are read by the files that source this one:
 # shellcheck disable=SC2034
-# Certificates, the backend, and every terminator (tern and its peers): configuration and
-# start/stop. Sourced by run.sh. All listen on 127.0.0.1 only.
+# Every terminator (tern and its peers) and the plaintext forwarders beside them: configuration,
+# start, readiness probe, stop. Sourced by run.sh. All listen on 127.0.0.1 only.
 #
 # Same settings for every terminator: one worker (process or thread) pinned to $TERM_CPUS, TLS 1.2
 # and 1.3, the certificate given (ECDSA P-256 or RSA 2048), session tickets and the session cache
 # off for full-handshake runs (TICKETS=off) and on otherwise, generous timeouts, access logs off.
+#
+# PEER_BACKEND=tls (set by the reencrypt workload) makes each terminator forward over TLS to the
+# backend's HTTPS port ($BACKEND_TLS_PORT), checking its certificate against the test CA.
 
-ALL_PEERS="tern nginx-stream haproxy-tcp hitch tern-http nginx-http haproxy-http"
+ALL_PEERS="tern nginx-stream haproxy-tcp hitch tern-http nginx-http haproxy-http nginx-stream-plain haproxy-tcp-plain bare-crypto"
+# The reference rows: forwarding plain HTTP without TLS, and only where that means something.
+PLAIN_WORKLOADS="keepalive bulk-down bulk-up"
+# Seconds a freshly started terminator gets for its first successful request.
+PROBE_SECS=${TERN_BENCH_PROBE_SECS:-10}
 
-make_certs() {
-	local d=$RUN_DIR/certs
-	mkdir -p "$d"
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-		-keyout "$d/ec.key" -out "$d/ec.crt" -subj /CN=localhost \
-		-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null ||
-		die "openssl could not make the ECDSA certificate"
-	openssl req -x509 -newkey rsa:2048 -nodes -days 30 \
-		-keyout "$d/rsa.key" -out "$d/rsa.crt" -subj /CN=localhost \
-		-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null ||
-		die "openssl could not make the RSA certificate"
-	cat "$d/ec.crt" "$d/ec.key" >"$d/ec.pem"
-	cat "$d/rsa.crt" "$d/rsa.key" >"$d/rsa.pem"
-}
+is_plain() { [[ $1 == *-plain ]]; }
 
-# ---------------------------------------------------------------- backend (nginx, plain HTTP)
-# /      ~100-byte body, from memory (return)
-# /1m    1 MiB static file (sendfile)
-# /upload  POST up to 2 MiB; the whole body is read, then the answer is 200
-# How the backend writes /1m. It changes every terminator's cost per MiB (measured here, 2 cores):
-#   write (default)  1 MiB read into 256 KiB buffers and written with write(): large segments;
-#   sendfile         sendfile() without TCP_CORK: the data reaches the terminator in far more,
-#                    smaller segments, and every terminator spends ~1.5x the CPU per MiB;
-#   sendfile+cork    (nginx's tcp_nopush) large segments too, but HAProxy's http mode then stalls
-#                    60-100 ms on reused backend connections: not used.
-backend_send_mode() {
-	if [[ ${BACKEND_SEND:-write} == sendfile ]]; then
-		printf '    sendfile on;\n    tcp_nopush off;'
-	else
-		printf '    sendfile off;\n    output_buffers 2 256k;\n    tcp_nopush off;'
-	fi
-}
-
-backend_start() {
-	local c=$RUN_DIR/conf/backend.conf www=$RUN_DIR/www tmp=$RUN_DIR/tmp/backend
-	mkdir -p "$www" "$tmp"
-	head -c 1048576 /dev/zero | tr '\0' 'a' >"$www/1m"
-	cat >"$c" <<EOF
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-pid $RUN_DIR/tmp/backend.pid;
-error_log $RUN_DIR/logs/backend-error.log warn;
-events { worker_connections $((NOFILE - 100)); multi_accept on; }
-http {
-    access_log off;
-$(backend_send_mode)
-    keepalive_requests 10000000;
-    keepalive_timeout 600s;
-    client_body_temp_path $tmp/body;
-    proxy_temp_path $tmp/proxy;
-    fastcgi_temp_path $tmp/fastcgi;
-    uwsgi_temp_path $tmp/uwsgi;
-    scgi_temp_path $tmp/scgi;
-    default_type application/octet-stream;
-    upstream backend_self { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
-    server {
-        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
-        root $www;
-        client_max_body_size 2m;
-        location = / { default_type text/plain; return 200 "tern bench-env backend: a small response of about one hundred bytes, ok.\n"; }
-        location = /1m { }
-        # The whole body is read (into memory) before the answer, as an application would:
-        # the proxy module buffers it, then asks this server for the answer without it.
-        location = /upload {
-            client_body_buffer_size 2m;
-            proxy_pass http://backend_self/uploaded;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-        location = /uploaded { return 200 "uploaded\n"; }
-    }
-}
-EOF
-	start_bg backend "$BACKEND_CPUS" nginx -c "$c" -e "$RUN_DIR/logs/backend-error.log"
-	BACKEND_PID=$BG_PID
-	wait_port "$BACKEND_PORT" "$BACKEND_PID" 10 || die "backend nginx did not start (see $RUN_DIR/logs/backend.log)"
-	curl -fsS -o /dev/null "http://127.0.0.1:$BACKEND_PORT/" || die "backend answers no GET /"
-	curl -fsS -o /dev/null -X POST --data-binary @"$www/1m" "http://127.0.0.1:$BACKEND_PORT/upload" ||
-		die "backend answers no POST /upload"
-}
-
-# ---------------------------------------------------------------- terminators
 peer_binary() {
 	case $1 in
 	tern | tern-http) echo "$TERN" ;;
 	nginx-*) echo nginx ;;
 	haproxy-*) echo haproxy ;;
 	hitch) echo hitch ;;
+	esac
+}
+
+# Does PEER take part in WORKLOAD? (bare-crypto is its own step: crypto_row.)
+peer_runs() { # PEER WORKLOAD
+	case $1 in
+	*-plain) [[ " $PLAIN_WORKLOADS " == *" $2 "* ]] ;;
+	bare-crypto) return 1 ;;
+	*) return 0 ;;
 	esac
 }
 
@@ -112,10 +45,14 @@ peer_unavailable() {
 		echo "tern binary missing ($TERN)"
 		return
 	} ;;
-	nginx-stream) [[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || {
+	nginx-stream | nginx-stream-plain) [[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || {
 		echo "libnginx-mod-stream not installed"
 		return
 	} ;;
+	bare-crypto)
+		[[ -x ${BENCH_TLS:-} ]] || echo "no build of benches/tls.rs (${BENCH_TLS_WHY:-cargo bench --bench tls --no-run})"
+		return
+		;;
 	*) command -v "$(peer_binary "$p")" >/dev/null || {
 		echo "$(peer_binary "$p") not installed"
 		return
@@ -123,14 +60,42 @@ peer_unavailable() {
 	esac
 	if [[ $p == tern-http ]]; then
 		# tern's http mode: included only once `tern --mode http` starts.
-		local out rc
-		out=$(timeout -k 2 3 "$TERN" --mode http --listen "127.0.0.1:$TLS_PORT" \
-			--cert "$RUN_DIR/certs/ec.crt" --key "$RUN_DIR/certs/ec.key" \
-			--backend "127.0.0.1:$BACKEND_PORT" --workers 1 -q 2>&1)
-		rc=$?
-		# timeout's 124 means it was still running after 3 s: it started.
-		[[ $rc == 124 ]] || echo "tern --mode http does not start (exit $rc: ${out%%$'\n'*})"
+		tern_trial --mode http --backend "127.0.0.1:$BACKEND_PORT" ||
+			echo "tern --mode http does not start ($TRIAL_OUT)"
 	fi
+}
+
+# tern_trial ARGS...: does tern start (still running after 3 s) with these arguments? The
+# cause of a refusal goes to TRIAL_OUT (exit code and the first line of output).
+tern_trial() {
+	local out rc
+	out=$(timeout -k 2 3 "$TERN" --listen "127.0.0.1:$TLS_PORT" --cert "$RUN_DIR/certs/ec.crt" \
+		--key "$RUN_DIR/certs/ec.key" --workers 1 -q "$@" 2>&1)
+	rc=$?
+	TRIAL_OUT="exit $rc: ${out%%$'\n'*}"
+	# timeout's 124 means it was still running after 3 s: it started.
+	[[ $rc == 124 ]]
+}
+
+# Why a peer cannot forward over TLS to the backend (empty if it can).
+reencrypt_unavailable() {
+	case $1 in
+	hitch) echo "hitch cannot encrypt towards its backend" ;;
+	*-plain | bare-crypto) echo "not a TLS terminator" ;;
+	tern | tern-http)
+		local mode=tcp
+		[[ $1 == tern-http ]] && mode=http
+		if ! tern_trial --mode "$mode" --backend "127.0.0.1:$BACKEND_TLS_PORT" --backend-tls \
+			--backend-ca "$RUN_DIR/certs/ca.crt"; then
+			# clap names the flag it does not know; anything else is a start-up failure.
+			if [[ $TRIAL_OUT == *"unexpected argument"* || $TRIAL_OUT == *"--backend-tls"* ]]; then
+				echo "tern lacks --backend-tls"
+			else
+				echo "tern --backend-tls does not start ($TRIAL_OUT)"
+			fi
+		fi
+		;;
+	esac
 }
 
 nginx_ssl_lines() { # CERT TICKETS
@@ -145,9 +110,23 @@ nginx_ssl_lines() { # CERT TICKETS
 EOF
 }
 
-nginx_conf() { # MODE(stream|http) CERT TICKETS
-	local tmp=$RUN_DIR/tmp/nginx
+# nginx towards a TLS backend: the certificate checked against the test CA and the name
+# localhost, sessions to the backend resumed.
+nginx_proxy_ssl_lines() {
+	cat <<EOF
+        proxy_ssl_verify on;
+        proxy_ssl_trusted_certificate $RUN_DIR/certs/ca.crt;
+        proxy_ssl_name localhost;
+        proxy_ssl_server_name on;
+        proxy_ssl_session_reuse on;
+        proxy_ssl_protocols TLSv1.2 TLSv1.3;
+EOF
+}
+
+nginx_conf() { # MODE(stream|stream-plain|http) CERT TICKETS
+	local tmp=$RUN_DIR/tmp/nginx ssl=" ssl" be_port=$BACKEND_PORT
 	mkdir -p "$tmp"
+	[[ ${PEER_BACKEND:-plain} == tls ]] && be_port=$BACKEND_TLS_PORT
 	cat <<EOF
 worker_processes 1;
 worker_rlimit_nofile $NOFILE;
@@ -155,20 +134,24 @@ daemon off;
 pid $RUN_DIR/tmp/nginx.pid;
 error_log $RUN_DIR/logs/nginx-error.log error;
 EOF
-	if [[ $1 == stream ]]; then
+	if [[ $1 == stream* ]]; then
+		[[ $1 == stream-plain ]] && ssl=""
 		cat <<EOF
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 events { worker_connections $((NOFILE - 100)); multi_accept on; }
 stream {
     server {
-        listen 127.0.0.1:$TLS_PORT ssl backlog=4096;
-$(nginx_ssl_lines "$2" "$3")
-        proxy_pass 127.0.0.1:$BACKEND_PORT;
+        listen 127.0.0.1:$TLS_PORT$ssl backlog=4096;
+$([[ -n $ssl ]] && nginx_ssl_lines "$2" "$3")
+        proxy_pass 127.0.0.1:$be_port;
+$([[ ${PEER_BACKEND:-plain} == tls ]] && echo "        proxy_ssl on;" && nginx_proxy_ssl_lines)
         proxy_timeout 600s;
     }
 }
 EOF
 	else
+		local scheme=http
+		[[ ${PEER_BACKEND:-plain} == tls ]] && scheme=https
 		cat <<EOF
 events { worker_connections $((NOFILE - 100)); multi_accept on; }
 http {
@@ -180,13 +163,14 @@ http {
     scgi_temp_path $tmp/scgi;
     keepalive_requests 10000000;
     keepalive_timeout 600s;
-    upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; keepalive_requests 10000000; }
+    upstream backend { server 127.0.0.1:$be_port; keepalive 128; keepalive_requests 10000000; }
     server {
         listen 127.0.0.1:$TLS_PORT ssl backlog=4096;
 $(nginx_ssl_lines "$2" "$3")
         client_max_body_size 2m;
         location / {
-            proxy_pass http://backend;
+            proxy_pass $scheme://backend;
+$([[ $scheme == https ]] && nginx_proxy_ssl_lines)
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$host;
@@ -204,31 +188,48 @@ EOF
 	fi
 }
 
-haproxy_conf() { # MODE(tcp|http) CERT TICKETS
-	local opts="ssl-min-ver TLSv1.2" cache=""
+haproxy_conf() { # MODE(tcp|tcp-plain|http) CERT TICKETS
+	local opts="ssl-min-ver TLSv1.2" cache="" mode=${1%-plain} bind_ssl=" ssl crt $RUN_DIR/certs/$2.pem"
+	local maxconn=$(((NOFILE - 100) / 2)) pipes=""
 	[[ $3 == off ]] && opts+=" no-tls-tickets" && cache="tune.ssl.cachesize 0"
+	if [[ $1 == tcp-plain ]]; then
+		# Each splice pipe holds two descriptors too: room for 1,024 of them in the fd limit.
+		bind_ssl="" pipes="maxpipes 1024" maxconn=$(((NOFILE - 100 - 2048) / 2))
+	fi
 	cat <<EOF
 global
     nbthread 1
-    maxconn $(((NOFILE - 100) / 2))
+    maxconn $maxconn
+    $pipes
     $cache
     ssl-default-bind-options $opts
     log stderr format raw local0 err
 defaults
-    mode $1
+    mode $mode
     timeout connect 5s
     timeout client 600s
     timeout server 600s
     timeout http-keep-alive 600s
     timeout http-request 30s
+EOF
+	# Plain forwarding may move bytes socket to socket in the kernel (splice), as it would in
+	# production; with TLS on either side the bytes pass through HAProxy, so it is not offered.
+	[[ $1 == tcp-plain ]] && printf '    option splice-auto\n'
+	cat <<EOF
 frontend fe
-    bind 127.0.0.1:$TLS_PORT ssl crt $RUN_DIR/certs/$2.pem
+    bind 127.0.0.1:$TLS_PORT$bind_ssl
     default_backend be
 EOF
-	[[ $1 == http ]] && printf '    option forwardfor\n    http-request set-header X-Forwarded-Proto https\n'
+	[[ $mode == http ]] && printf '    option forwardfor\n    http-request set-header X-Forwarded-Proto https\n'
 	printf 'backend be\n'
-	[[ $1 == http ]] && printf '    http-reuse always\n'
-	printf '    server s1 127.0.0.1:%s\n' "$BACKEND_PORT"
+	[[ $mode == http ]] && printf '    http-reuse always\n'
+	if [[ ${PEER_BACKEND:-plain} == tls ]]; then
+		# HAProxy resumes its TLS sessions to a server by default.
+		printf '    server s1 127.0.0.1:%s ssl verify required ca-file %s sni str(localhost) verifyhost localhost\n' \
+			"$BACKEND_TLS_PORT" "$RUN_DIR/certs/ca.crt"
+	else
+		printf '    server s1 127.0.0.1:%s\n' "$BACKEND_PORT"
+	fi
 }
 
 hitch_conf() { # CERT   (hitch has no switch for tickets or its session cache)
@@ -263,15 +264,16 @@ EOF
 }
 
 # peer_start PEER CERT(ec|rsa) TICKETS(on|off) [WORKERS] -> PEER_PID; fails (returns 1) with a
-# log line if it does not come up and answer a TLS request with a valid handshake signature.
+# log line if it does not come up and answer a request (a TLS one with a valid handshake
+# signature). Pinned to $TERM_CPUS, or to $SCALE_CPUS while the scaling workload sets it.
 peer_start() {
-	local p=$1 cert=$2 tickets=$3 workers=${4:-1} cpus=$TERM_CPUS conf
-	[[ $workers -gt 1 ]] && cpus=$SCALE_CPUS
+	local p=$1 cert=$2 tickets=$3 workers=${4:-1} cpus=${SCALE_CPUS:-$TERM_CPUS} conf
 	wait_port_free "$TLS_PORT" 10 || {
 		fail "$p: port $TLS_PORT still busy"
 		return 1
 	}
 	conf=$RUN_DIR/conf/$p.conf
+	[[ ${PEER_BACKEND:-plain} == tls ]] && conf=$RUN_DIR/conf/$p-reencrypt.conf
 	local ossl=${OPENSSL_CONF:-/etc/ssl/openssl.cnf}
 	if [[ $tickets == off ]]; then
 		ossl=$RUN_DIR/conf/openssl-notickets.cnf
@@ -279,19 +281,21 @@ peer_start() {
 	fi
 	case $p in
 	tern | tern-http)
-		local mode=tcp
+		local mode=tcp backend=(--backend "127.0.0.1:$BACKEND_PORT")
 		[[ $p == tern-http ]] && mode=http
+		[[ ${PEER_BACKEND:-plain} == tls ]] && backend=(--backend "127.0.0.1:$BACKEND_TLS_PORT"
+			--backend-tls --backend-ca "$RUN_DIR/certs/ca.crt")
 		# --cores: the CPUs of $cpus, one worker each.
 		start_bg "$p" "$cpus" "$TERN" --listen "127.0.0.1:$TLS_PORT" \
 			--cert "$RUN_DIR/certs/$cert.crt" --key "$RUN_DIR/certs/$cert.key" \
-			--backend "127.0.0.1:$BACKEND_PORT" --mode "$mode" --workers "$workers" \
+			"${backend[@]}" --mode "$mode" --workers "$workers" \
 			--cores "$cpus" --tickets "$tickets" --idle-timeout 600s -q
 		;;
-	nginx-stream | nginx-http)
+	nginx-stream | nginx-http | nginx-stream-plain)
 		nginx_conf "${p#nginx-}" "$cert" "$tickets" >"$conf"
 		OPENSSL_CONF=$ossl start_bg "$p" "$cpus" nginx -c "$conf" -e "$RUN_DIR/logs/nginx-error.log"
 		;;
-	haproxy-tcp | haproxy-http)
+	haproxy-tcp | haproxy-http | haproxy-tcp-plain)
 		haproxy_conf "${p#haproxy-}" "$cert" "$tickets" >"$conf"
 		OPENSSL_CONF=$ossl start_bg "$p" "$cpus" haproxy -db -f "$conf"
 		;;
@@ -310,14 +314,46 @@ peer_start() {
 		stop_bg "$PEER_PID"
 		return 1
 	fi
-	# Probe: one request, full handshake, server signature checked.
-	if ! bounded 20 "$LOADGEN" run --target "127.0.0.1:$TLS_PORT" --verify-sig --conns 1 \
-		--reqs-per-conn 1 --warmup 0 --duration 0.2 --timeout 5 2>>"$RUN_DIR/logs/probe.log" |
-		"$PY" -c 'import json,sys; r=json.loads(sys.stdin.read() or "{}"); sys.exit(0 if r.get("requests") and not r.get("errors") else 1)'; then
-		fail "$p: probe request failed (see $RUN_DIR/logs/probe.log and $RUN_DIR/logs/$p.log)"
+	if ! probe "$p"; then
+		fail "$p: probe request failed: $PROBE_WHY (see $RUN_DIR/logs/probe.log and $RUN_DIR/logs/$p.log)"
 		stop_bg "$PEER_PID"
 		return 1
 	fi
+}
+
+# probe PEER: one request through the freshly started terminator (a full handshake with its
+# signature checked, unless plain), tried again until it works or $PROBE_SECS pass. A first
+# request can take far longer than the later ones: the port accepts before the process serves,
+# and first uses cost (aws-lc seeding its random generator: 30-50 ms, several times that on a
+# busy machine). Sets PROBE_WHY on failure.
+probe() {
+	local p=$1 args=(--verify-sig) deadline=$((SECONDS + PROBE_SECS)) try=0 out
+	is_plain "$p" && args=(--plain)
+	while :; do
+		try=$((try + 1))
+		out=$(bounded 20 "$LOADGEN" run --target "127.0.0.1:$TLS_PORT" "${args[@]}" --conns 1 \
+			--reqs-per-conn 1 --warmup 0 --duration 0.5 --timeout 5 --label "probe/$p" \
+			2>>"$RUN_DIR/logs/probe.log")
+		if PROBE_WHY=$("$PY" -c 'import json,sys
+r = json.loads(sys.argv[1] or "{}")
+if r.get("requests") and not r.get("errors"):
+    sys.exit(0)
+print("%s requests, %s errors" % (r.get("requests", 0), r.get("errors", "no result: see probe.log")))
+sys.exit(1)' "$out"); then
+			((try > 1)) && log "  $p: first request answered at try $try"
+			return 0
+		fi
+		echo "probe $p, try $try: $PROBE_WHY" >>"$RUN_DIR/logs/probe.log"
+		kill -0 "$PEER_PID" 2>/dev/null || {
+			PROBE_WHY="$p exited"
+			return 1
+		}
+		((SECONDS >= deadline)) && {
+			PROBE_WHY="$PROBE_WHY at the last of $try tries in ${PROBE_SECS}s"
+			return 1
+		}
+		sleep 0.2
+	done
 }
 
 peer_stop() {

@@ -13,9 +13,19 @@ import signal
 import subprocess
 import sys
 
-PEER_ORDER = ["tern", "nginx-stream", "haproxy-tcp", "hitch", "tern-http", "nginx-http", "haproxy-http"]
+PEER_ORDER = ["tern", "nginx-stream", "haproxy-tcp", "hitch", "tern-http", "nginx-http", "haproxy-http",
+              "nginx-stream-plain", "haproxy-tcp-plain", "bare-crypto"]
 MODE_OF = {"tern": "tcp", "nginx-stream": "tcp", "haproxy-tcp": "tcp", "hitch": "tcp",
-           "tern-http": "http", "nginx-http": "http", "haproxy-http": "http"}
+           "tern-http": "http", "nginx-http": "http", "haproxy-http": "http",
+           "nginx-stream-plain": "plain", "haproxy-tcp-plain": "plain", "bare-crypto": "crypto"}
+# The TLS peers tern and tern-http are each compared with, and the reference rows: forwarding
+# without TLS, and TLS alone (criterion, in memory, no sockets).
+TLS_PEERS = {"tern": ["nginx-stream", "haproxy-tcp", "hitch"], "tern-http": ["nginx-http", "haproxy-http"]}
+PLAIN_PEERS = ["nginx-stream-plain", "haproxy-tcp-plain"]
+REFERENCE = set(PLAIN_PEERS) | {"bare-crypto"}
+SUMMARY_WL = ["hs-ecdsa", "hs-rsa", "resume", "keepalive", "bulk-down", "bulk-up", "latency",
+              "reencrypt-hs", "reencrypt-ka"]
+LIMIT_WL = ["hs-ecdsa", "hs-rsa", "resume", "keepalive", "bulk-down", "bulk-up", "reencrypt-hs", "reencrypt-ka"]
 
 # workload -> (title, rate key, rate unit, per-CPU-second key, per-CPU-second unit)
 WORKLOADS = {
@@ -27,6 +37,8 @@ WORKLOADS = {
     "bulk-up": ("Bulk upload, 1 MiB request bodies", "mib", "MiB/s", "mib_per_cpu_s", "MiB per CPU-s"),
     "latency": ("Latency at a fixed request rate", "rps", "requests/s", "rps_per_cpu_s", "requests per CPU-s"),
     "idle-mem": ("Memory per idle TLS connection", "conns", "connections held", "kib_per_conn", "KiB per connection"),
+    "reencrypt-hs": ("Full handshakes, re-encrypted to a TLS backend (+1 request each)", "hps", "handshakes/s", "hps_per_cpu_s", "handshakes per CPU-s"),
+    "reencrypt-ka": ("Keep-alive requests, re-encrypted to a TLS backend", "rps", "requests/s", "rps_per_cpu_s", "requests per CPU-s"),
     "scale-hs": ("tern scaling: full handshakes", "hps", "handshakes/s", "hps_per_cpu_s", "handshakes per CPU-s"),
     "scale-ka": ("tern scaling: keep-alive requests", "rps", "requests/s", "rps_per_cpu_s", "requests per CPU-s"),
     "toolcheck-keepalive": ("Tool check: keep-alive, wrk vs tern-loadgen", "rps", "requests/s", "rps_per_cpu_s", "requests per CPU-s"),
@@ -81,6 +93,14 @@ def notes(r):
                  f" -> {fmt((r.get('rss_after_kb') or 0) / 1024)} MiB")
     if r.get("workers"):
         n.append(f"{r['workers']} worker(s)")
+    if r.get("layout"):
+        n.append(f"tern on CPUs {r.get('tern_cpus')}, load generator on {r.get('client_cpus')} ({r['layout']})")
+    if r.get("plain"):
+        n.append("plain HTTP, no TLS")
+    if r.get("tool") == "criterion":
+        n.append(f"criterion {r.get('bench')}: median {fmt(r.get('ns_per_iter'))} ns (+/- {fmt(r.get('ns_dev'))}), in memory, server side, CPU time")
+    if r.get("backend") == "tls":
+        n.append("TLS to the backend")
     if r.get("tool") and wl.startswith("toolcheck"):
         n.append(r["tool"])
     if (r.get("other_busy") or 0) > NOISY:
@@ -91,7 +111,7 @@ def notes(r):
 def summary_table(rows, peers):
     out = ["| workload | unit | " + " | ".join(peers) + " |", "|---|---|" + "---|" * len(peers)]
     by = {(r["workload"], r["peer"]): r for r in rows if "peer" in r}
-    for wl in ["hs-ecdsa", "hs-rsa", "resume", "keepalive", "bulk-down", "bulk-up", "latency"]:
+    for wl in SUMMARY_WL:
         if not any(k[0] == wl for k in by):
             continue
         _, _, _, pkey, punit = WORKLOADS[wl]
@@ -104,6 +124,42 @@ def summary_table(rows, peers):
     if any(k[0] == "idle-mem" for k in by):
         cells = [fmt(by[("idle-mem", p)].get("kib_per_conn"), 1) if ("idle-mem", p) in by else "-" for p in peers]
         out.append("| idle-mem | KiB per idle connection (lower is better) | " + " | ".join(cells) + " |")
+    return out
+
+
+def best(by, wl, peers, pkey):
+    """(peer, value) of the highest per-CPU-second figure among `peers` in workload `wl`."""
+    got = [(by[(wl, p)].get(pkey), p) for p in peers if (wl, p) in by and by[(wl, p)].get(pkey)]
+    if not got:
+        return None, None
+    v, p = max(got)
+    return p, v
+
+
+def limits_table(rows):
+    """Per workload: tern beside the best TLS peer of its mode, the best plaintext forwarder and
+    TLS alone (bare crypto), as ratios of work per CPU-second."""
+    by = {(r["workload"], r["peer"]): r for r in rows if "peer" in r}
+    out = []
+    for wl in LIMIT_WL:
+        _, _, _, pkey, punit = WORKLOADS[wl]
+        plain_p, plain_v = best(by, wl, PLAIN_PEERS, pkey)
+        crypto = by.get((wl, "bare-crypto"), {}).get(pkey)
+        for tern in ("tern", "tern-http"):
+            t = by.get((wl, tern), {}).get(pkey)
+            if not t:
+                continue
+            peer_p, peer_v = best(by, wl, TLS_PEERS[tern], pkey)
+
+            def ratio(v, t=t):
+                return fmt(t / v, 2) if v else "-"
+            if not out:
+                out += ["| workload | unit | tern | per CPU-s | best TLS peer | tern ÷ best TLS peer | plaintext floor | tern ÷ plaintext floor | bare crypto | tern ÷ bare crypto |",
+                        "|---|---|---|---|---|---|---|---|---|---|"]
+            out.append(f"| {wl} | {punit} | {tern} | {fmt(t)} | "
+                       f"{f'{peer_p} {fmt(peer_v)}' if peer_p else '-'} | {ratio(peer_v)} | "
+                       f"{f'{plain_p} {fmt(plain_v)}' if plain_p else '-'} | {ratio(plain_v)} | "
+                       f"{fmt(crypto) if crypto else '-'} | {ratio(crypto)} |")
     return out
 
 
@@ -139,12 +195,13 @@ def scaling_table(rows):
         _, rkey, runit, pkey, punit = WORKLOADS[wl]
         base = next((r.get(pkey) for r in rs if r.get("workers") == 1), None)
         if not out:
-            out += ["| workload | workers | rate | unit | per CPU-s | terminator CPU | per-worker efficiency |",
-                    "|---|---|---|---|---|---|---|"]
+            out += ["| workload | workers | tern CPUs | load generator CPUs | rate | unit | per CPU-s | terminator CPU | per-worker efficiency |",
+                    "|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             eff = r.get(pkey) / base if base and r.get(pkey) else None
             r["efficiency"] = eff
-            out.append(f"| {wl} | {r.get('workers')} | {fmt(r.get(rkey))} | {runit} | {fmt(r.get(pkey))} | "
+            out.append(f"| {wl} | {r.get('workers')} | {r.get('tern_cpus', '-')} | {r.get('client_cpus', '-')} | "
+                       f"{fmt(r.get(rkey))} | {runit} | {fmt(r.get(pkey))} | "
                        f"{fmt(r.get('server_busy'), 2)} | {fmt(eff, 2)} |")
     return out
 
@@ -188,17 +245,16 @@ def charts(run_dir, rows, peers):
         return []
     made = []
     by = {(r["workload"], r["peer"]): r for r in rows if "peer" in r}
-    for wl in ["hs-ecdsa", "hs-rsa", "resume", "keepalive", "bulk-down", "bulk-up", "idle-mem"]:
+    for wl in SUMMARY_WL[:6] + SUMMARY_WL[7:] + ["idle-mem"]:
         ps = [p for p in peers if (wl, p) in by]
         if not ps:
             continue
         title, _, _, pkey, punit = WORKLOADS[wl]
-        # One series per colour group: tern apart from the peers.
-        vals_tern = [by[(wl, p)].get(pkey) if p.startswith("tern") else None for p in ps]
-        vals_peer = [None if p.startswith("tern") else by[(wl, p)].get(pkey) for p in ps]
+        vals = [by[(wl, p)].get(pkey) for p in ps]
+        kinds = [1 if p.startswith("tern") else 2 if p in REFERENCE else 0 for p in ps]
         path = os.path.join(run_dir, f"{wl}.png")
         ylabel = punit + (" (lower is better)" if wl == "idle-mem" else " (higher is better)")
-        gnuplot_bars_split(path, title, ylabel, ps, vals_tern, vals_peer, pkey)
+        gnuplot_bars_split(path, title, ylabel, ps, vals, kinds)
         made.append(path)
     ps = [p for p in peers if ("latency", p) in by]
     if ps:
@@ -227,18 +283,18 @@ def charts(run_dir, rows, peers):
             vals = [r.get(pkey) for r in rs]
             eff = ", ".join(f"{r['efficiency']:.2f}" for r in rs if r.get("efficiency") is not None)
             gnuplot_bars_split(path, f"{title}: per CPU-second by worker count (efficiency {eff})", punit,
-                               [f"{r.get('workers')} worker(s)" for r in rs], vals, [None] * len(rs), pkey)
+                               [f"{r.get('workers')} worker(s)" for r in rs], vals, [1] * len(rs))
             made.append(path)
     return made
 
 
-def gnuplot_bars_split(path, title, ylabel, labels, tern_vals, peer_vals, _key):
-    """One bar per terminator: tern in green, the peers in grey."""
+def gnuplot_bars_split(path, title, ylabel, labels, vals, kinds):
+    """One bar per terminator: tern in green (kind 1), the TLS peers in grey (0), the reference
+    rows (plaintext forwarders, bare crypto) in blue (2)."""
     dat = path[:-4] + ".dat"
     with open(dat, "w") as f:
-        for lab, t, p in zip(labels, tern_vals, peer_vals):
-            v = t if t is not None else p
-            f.write(f'"{lab}" {"NaN" if v is None else f"{v:.3f}"} {1 if t is not None else 0}\n')
+        for lab, v, k in zip(labels, vals, kinds):
+            f.write(f'"{lab}" {"NaN" if v is None else f"{v:.3f}"} {k}\n')
     gp = [
         "set terminal pngcairo size 960,540 font 'sans,11'",
         f"set output '{path}'",
@@ -251,7 +307,7 @@ def gnuplot_bars_split(path, title, ylabel, labels, tern_vals, peer_vals, _key):
         "set offsets 0.5, 0.5, graph 0.08, 0",
         "set xtics rotate by -20",
         "unset key",
-        f"plot '{dat}' using 0:2:($3 > 0 ? 0x2a9d8f : 0x8d99ae):xtic(1) with boxes lc rgb variable, "
+        f"plot '{dat}' using 0:2:($3 == 1 ? 0x2a9d8f : ($3 == 2 ? 0x7fa7d8 : 0x8d99ae)):xtic(1) with boxes lc rgb variable, "
         f"'' using 0:2:(sprintf($2 < 100 ? '%.1f' : '%.0f', $2)) with labels offset 0,0.7",
     ]
     res = subprocess.run(["gnuplot"], input="\n".join(gp), text=True, capture_output=True, timeout=60)
@@ -265,7 +321,8 @@ CSV_FIELDS = ["workload", "peer", "tool", "workers", "secs", "requests", "handsh
               "server_cpu_s", "server_busy", "client_cpu_s", "client_busy", "backend_cpu_s", "irq_cpu_s",
               "other_cpu_s", "other_busy", "lat_p50_us", "lat_p99_us", "lat_p999_us", "lat_max_us",
               "rate_target", "conns_inflight", "conns", "rss_before_kb", "rss_after_kb", "bytes_per_conn",
-              "kib_per_conn", "efficiency", "reason"]
+              "kib_per_conn", "efficiency", "layout", "tern_cpus", "client_cpus", "plain", "backend",
+              "bench", "ns_per_iter", "ns_dev", "for", "reason"]
 
 
 def main():
@@ -296,18 +353,31 @@ def main():
     md += ["## Work per CPU-second of the terminator (its whole process tree: utime + stime)", "",
            "Higher is better, except latency and idle-mem. tcp mode (L4: decrypt and pump bytes): tern, "
            "nginx-stream, haproxy-tcp, hitch; http mode (L7: parse requests, add X-Forwarded-For, pool "
-           "backend connections): tern-http, nginx-http, haproxy-http.", ""]
+           "backend connections): tern-http, nginx-http, haproxy-http. Reference rows: nginx-stream-plain and "
+           "haproxy-tcp-plain forward the same plain HTTP without TLS; bare-crypto is TLS alone, in memory.", ""]
     md += summary_table(measured, peers)
+    lt = limits_table(measured)
+    if lt:
+        md += ["", "## tern beside its peers and the limits", "",
+               "Ratios of work per CPU-second. best TLS peer: the best terminator of tern's mode in this run. "
+               "plaintext floor: the best forwarder of the same load without TLS (nginx stream, HAProxy mode tcp "
+               "with splice-auto), the most work a CPU-second buys here with no TLS at all. bare crypto: TLS alone, "
+               "in memory (criterion, benches/tls.rs, in CPU time): the server's handshake, or sealing (bulk-down) and "
+               "opening (bulk-up) 16 KiB AES-128-GCM records, with no socket, kernel or proxy around it.", ""] + lt
     st = scaling_table(measured)
-    if st:
+    skipped_scale = [r for r in skipped if r.get("for") == "scaling"]
+    if st or skipped_scale:
         md += ["", "## tern scaling (per-worker efficiency = per CPU-s with N workers / per CPU-s with 1)", ""] + st
+        md += [f"- {r.get('workers')} workers not run: {r.get('reason')}" for r in skipped_scale]
     md += ["", "## All measurements", "",
            "rate = what the load generator got (on a small machine often the limit of the client's core); "
            "terminator CPU = CPU-seconds the terminator used per second (1.00 = one core busy); "
            "rows marked NOISY had other processes using the machine.", ""]
     md += detail_table(measured)
-    if skipped:
-        md += ["", "Skipped: " + "; ".join(f"{r['peer']} ({r.get('reason')})" for r in skipped)]
+    others = [r for r in skipped if r.get("for") != "scaling"]
+    if others:
+        md += ["", "Skipped: " + "; ".join(f"{r['peer']} ({r['for'] + ': ' if r.get('for') else ''}{r.get('reason')})"
+                                           for r in others)]
     text = "\n".join(md) + "\n"
 
     made = []

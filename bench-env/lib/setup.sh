@@ -59,27 +59,32 @@ build_binaries() {
 	fi
 }
 
-# Which CPUs run what. The terminator gets CPU 0; the backend the last CPU; the load generator
-# the CPUs between (on 2 cores it shares CPU 1 with the backend). Scaling runs tern on CPUs
-# 0..w-1 for w = 1..SCALE_MAX.
+# Which CPUs run what, among the CPUs this process may use (taskset, cgroup cpusets): the
+# terminator gets the first; the backend the last; the load generator those between (on 2 cores
+# it shares the second with the backend). Default scaling runs tern on the first w CPUs for
+# w = 1..SCALE_MAX. CPU_LIST holds the allowed CPUs, NCPU their number.
 cpu_layout() {
 	local n
-	n=$(nproc)
-	TERM_CPUS=0
+	read -r -a CPU_LIST <<<"$("$PY" -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
+	n=${#CPU_LIST[@]}
+	((n > 0)) || die "cannot read the CPUs this process may use"
+	TERM_CPUS=${CPU_LIST[0]}
 	if ((n >= 4)); then
-		BACKEND_CPUS=$((n - 1))
-		CLIENT_CPUS="$((n / 2))-$((n - 2))"
+		BACKEND_CPUS=${CPU_LIST[n - 1]}
+		CLIENT_CPUS=$(cpu_range "$((n / 2))" "$((n - 1 - n / 2))")
 		CLIENT_THREADS=$((n - 1 - n / 2))
 		SCALE_MAX=$((n / 2))
-	elif ((n >= 2)); then
-		BACKEND_CPUS=1 CLIENT_CPUS=1 CLIENT_THREADS=1 SCALE_MAX=2
+	elif ((n == 3)); then
+		BACKEND_CPUS=${CPU_LIST[2]} CLIENT_CPUS=${CPU_LIST[1]} CLIENT_THREADS=1 SCALE_MAX=2
+	elif ((n == 2)); then
+		BACKEND_CPUS=${CPU_LIST[1]} CLIENT_CPUS=${CPU_LIST[1]} CLIENT_THREADS=1 SCALE_MAX=2
 	else
-		BACKEND_CPUS=0 CLIENT_CPUS=0 CLIENT_THREADS=1 SCALE_MAX=1
+		BACKEND_CPUS=$TERM_CPUS CLIENT_CPUS=$TERM_CPUS CLIENT_THREADS=1 SCALE_MAX=1
 		log "warning: 1 CPU: terminator, backend and load generator share it"
 	fi
-	SCALE_CPUS=0
+	SCALE_CPUS=""
 	NCPU=$n
-	log "CPUs: $n; terminator on $TERM_CPUS, backend on $BACKEND_CPUS, load generator on $CLIENT_CPUS"
+	log "CPUs: $(cpu_range 0 "$n"); terminator on $TERM_CPUS, backend on $BACKEND_CPUS, load generator on $CLIENT_CPUS"
 }
 
 raise_fd_limit() {
@@ -106,11 +111,11 @@ def out(*cmd):
     except Exception:
         return None
 meta = {
-    "mode": "$MODE", "cpus": $NCPU, "kernel": platform.release(),
+    "mode": "$MODE", "cpus": $NCPU, "cpu_list": "$(cpu_range 0 "$NCPU")", "kernel": platform.release(),
     "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), None),
     "terminator_cpus": "$TERM_CPUS", "backend_cpus": "$BACKEND_CPUS", "client_cpus": "$CLIENT_CPUS",
     "warmup_s": $WARMUP, "duration_s": $DURATION, "nofile": $NOFILE, "idle_conns": $IDLE_CONNS,
-    "lat_rate": $LAT_RATE, "backend_send": "$BACKEND_SEND",
+    "lat_rate": $LAT_RATE, "backend_send": "$BACKEND_SEND", "scaling": "${SCALE_LIST:-default}",
     "conns": {"handshake": $HS_CONNS, "keepalive": $KA_CONNS, "bulk": $BULK_CONNS, "latency": $LAT_CONNS},
     "versions": {
         "tern": out("git", "-C", "$ROOT", "describe", "--always", "--dirty"),

@@ -17,6 +17,8 @@
 #   idle         64 connections opened at once until $IDLE_CONNS are held.
 
 WORKLOADS="hs-ecdsa hs-rsa resume keepalive bulk-down bulk-up latency idle-mem scaling"
+# Not in the default set: run with --only.
+OPT_IN_WORKLOADS="toolcheck reencrypt"
 HS_CONNS=32
 KA_CONNS=16
 BULK_CONNS=4
@@ -27,6 +29,7 @@ wl_config() {
 	case $1 in
 	hs-ecdsa) echo "ec off" ;;
 	hs-rsa) echo "rsa off" ;;
+	reencrypt) echo "ec off" ;;
 	*) echo "ec on" ;;
 	esac
 }
@@ -35,8 +38,9 @@ wl_config() {
 # A run that produced no number (on a shared machine, another process can starve a short run)
 # is run once more before it counts as a failure.
 lg_run() {
-	local peer=$1 wl=$2 extra=$3 line attempt retry
+	local peer=$1 wl=$2 extra=$3 line attempt retry plain=()
 	shift 3
+	is_plain "$peer" && plain=(--plain)
 	for attempt in 1 2; do
 		retry=--retry
 		((attempt == 2)) && retry=""
@@ -44,7 +48,7 @@ lg_run() {
 			taskset -c "$CLIENT_CPUS" "$LOADGEN" run --target "127.0.0.1:$TLS_PORT" \
 			--threads "$CLIENT_THREADS" --cpus "$CLIENT_CPUS" \
 			--watch-pid "$PEER_PID" --watch-backend "$BACKEND_PID" \
-			--warmup "$WARMUP" --duration "$DURATION" --label "$peer/$wl" "$@" \
+			--warmup "$WARMUP" --duration "$DURATION" --label "$peer/$wl" "${plain[@]}" "$@" \
 			2>>"$RUN_DIR/logs/loadgen.log" |
 			"$PY" "$BENCH_DIR/lib/record.py" "$RUN_DIR" "$peer" "$wl" "$extra" $retry); then
 			log "  $peer/$wl: $line"
@@ -95,23 +99,71 @@ wl_idle_mem() {
 	fi
 }
 
-# Scaling: tern with 1..$SCALE_MAX workers; full handshakes and keep-alive requests.
-wl_scaling() {
-	local w
-	for ((w = 1; w <= SCALE_MAX; w++)); do
-		SCALE_CPUS=$(cpu_range "$w")
-		peer_start tern ec off "$w" || continue
-		lg_run tern scale-hs "{\"workers\": $w}" --reqs-per-conn 1 --conns $((HS_CONNS * w))
-		peer_stop
-		peer_start tern ec on "$w" || continue
-		lg_run tern scale-ka "{\"workers\": $w}" --conns $((KA_CONNS * w))
-		peer_stop
-	done
+# Re-encryption (opt-in, --only reencrypt): the terminator forwards over TLS to the backend's
+# HTTPS port and checks its certificate (PEER_BACKEND=tls); full handshakes as in hs-ecdsa and
+# keep-alive requests as in keepalive.
+wl_reencrypt() {
+	lg_run "$1" reencrypt-hs '{"backend": "tls"}' --reqs-per-conn 1 --conns "$HS_CONNS"
+	lg_run "$1" reencrypt-ka '{"backend": "tls"}' --conns "$KA_CONNS"
 }
 
-# CPUs 0..N-1 as a list for taskset/--cores.
+# Scaling: full handshakes and keep-alive requests through tern with N workers, connections
+# scaled by N.
+#   default            N = 1..$SCALE_MAX on CPUs 0..N-1; on 2 cores the second worker shares
+#                      CPU 1 with the load generator and the backend.
+#   --scaling LIST     each N gets N CPUs of its own, the load generator and the backend the rest
+#                      (the backend the last one when two or more are left); an N that leaves no
+#                      CPU for them is skipped, saying why.
+wl_scaling() {
+	local w
+	if [[ -z ${SCALE_LIST:-} ]]; then
+		for ((w = 1; w <= SCALE_MAX; w++)); do
+			scale_run "$w" "$(cpu_range 0 "$w")" "$CLIENT_CPUS" "$CLIENT_THREADS" shared
+		done
+		return
+	fi
+	local rest client backend threads why
+	for w in ${SCALE_LIST//,/ }; do
+		if ((w + 1 > NCPU)); then
+			why="needs $((w + 1)) CPUs ($w for tern, 1 or more for the load generator and the backend); this machine allows $NCPU"
+			log "scaling: $w worker(s) skipped: $why"
+			record "{\"peer\": \"tern\", \"workload\": \"skipped\", \"for\": \"scaling\", \"workers\": $w, \"reason\": \"$why\"}"
+			continue
+		fi
+		rest=$((NCPU - w))
+		if ((rest >= 2)); then
+			backend=${CPU_LIST[NCPU - 1]} client=$(cpu_range "$w" "$((rest - 1))") threads=$((rest - 1))
+		else
+			backend=${CPU_LIST[w]} client=${CPU_LIST[w]} threads=1
+		fi
+		backend_pin "$backend"
+		log "scaling: $w worker(s) on CPUs $(cpu_range 0 "$w"), load generator on $client, backend on $backend"
+		scale_run "$w" "$(cpu_range 0 "$w")" "$client" "$threads" dedicated
+	done
+	backend_pin "$BACKEND_CPUS"
+}
+
+# scale_run WORKERS TERN_CPUS CLIENT_CPUS CLIENT_THREADS LAYOUT
+scale_run() {
+	local w=$1 saved_cpus=$CLIENT_CPUS saved_threads=$CLIENT_THREADS extra
+	SCALE_CPUS=$2 CLIENT_CPUS=$3 CLIENT_THREADS=$4
+	extra="{\"workers\": $w, \"tern_cpus\": \"$2\", \"client_cpus\": \"$3\", \"layout\": \"$5\"}"
+	if peer_start tern ec off "$w"; then
+		lg_run tern scale-hs "$extra" --reqs-per-conn 1 --conns $((HS_CONNS * w))
+		peer_stop
+	fi
+	if peer_start tern ec on "$w"; then
+		lg_run tern scale-ka "$extra" --conns $((KA_CONNS * w))
+		peer_stop
+	fi
+	SCALE_CPUS="" CLIENT_CPUS=$saved_cpus CLIENT_THREADS=$saved_threads
+}
+
+# cpu_range FIRST COUNT: COUNT of the allowed CPUs from index FIRST, as a list for taskset,
+# --cores and --cpus.
 cpu_range() {
-	if (($1 == 1)); then echo 0; else echo "0-$(($1 - 1))"; fi
+	local IFS=,
+	echo "${CPU_LIST[*]:$1:$2}"
 }
 
 # Tool check (not run by default): wrk and tern-loadgen side by side on keep-alive and bulk
@@ -193,5 +245,6 @@ run_workload() {
 	latency) wl_latency "$1" ;;
 	idle-mem) wl_idle_mem "$1" ;;
 	toolcheck) wl_toolcheck "$1" ;;
+	reencrypt) wl_reencrypt "$1" ;;
 	esac
 }

@@ -9,6 +9,9 @@
 //! key = "certs/example.key"       # or: pem = "certs/example-both.pem" (or a directory of them)
 //! # names = ["example.com"]       # default: the certificate's DNS names
 //! # ocsp = "certs/example.ocsp"   # default: <cert file>.ocsp when it exists
+//! # client_ca = "clients-ca.pem"  # ask clients for a certificate from this CA (mTLS)
+//! # client_auth = "required"      # or "optional"; "none" opts out of --client-ca
+//! # client_crl = "clients.crl"    # or a list; revoked client certificates are refused
 //!
 //! [[pool]]
 //! name = "web"
@@ -20,11 +23,13 @@
 //! host = "example.com"            # exact, *.wildcard, or omitted for any host
 //! path = "/"                      # path prefix, default "/"
 //! pool = "web"
+//! # client_auth = "required"      # only for clients with a verified certificate (else 403)
 //! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -34,7 +39,8 @@ use super::{parse_listen, resolve, ConfigError, Topology};
 use crate::backend::pool::{Balance, HealthCheck, PoolSpec};
 use crate::route::{HostMatch, Route};
 use crate::tls::certs::{self, CertSpec, CertStore};
-use crate::tls::{self as tlsmod};
+use crate::tls::client_auth::Named;
+use crate::tls::{self as tlsmod, ClientAuth, ClientAuthMode};
 use crate::util::duration;
 
 #[derive(Deserialize)]
@@ -59,6 +65,28 @@ struct CertEntry {
     names: Option<Vec<Spanned<String>>>,
     /// An OCSP response (DER) to staple for this certificate.
     ocsp: Option<Spanned<PathBuf>>,
+    /// Client certificates (mTLS): the CA they must chain to, whether one is required, and
+    /// revocation lists.
+    client_ca: Option<Spanned<PathBuf>>,
+    client_auth: Option<Spanned<String>>,
+    client_crl: Option<Spanned<Paths>>,
+}
+
+/// One path or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Paths {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl Paths {
+    fn list(&self) -> Vec<PathBuf> {
+        match self {
+            Paths::One(p) => vec![p.clone()],
+            Paths::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -77,6 +105,8 @@ struct RouteEntry {
     host: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     pool: Spanned<String>,
+    /// `"required"`: only for clients that presented a verified certificate.
+    client_auth: Option<Spanned<String>>,
 }
 
 /// Where in the file, for messages.
@@ -109,12 +139,29 @@ impl Source<'_> {
 
 /// Reads and checks a configuration file.
 pub fn load(path: &Path) -> Result<Topology, ConfigError> {
+    load_with(path, None)
+}
+
+/// [`load`], with `--client-ca` (and its CRLs and mode) as the client authentication of every
+/// `[[cert]]` that does not set its own.
+pub fn load_with(
+    path: &Path,
+    default_auth: Option<&Arc<ClientAuth>>,
+) -> Result<Topology, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read --config {}: {e}", path.display())))?;
-    parse(path, &text)
+    parse_with(path, &text, default_auth)
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
+    parse_with(path, text, None)
+}
+
+fn parse_with(
+    path: &Path,
+    text: &str,
+    default_auth: Option<&Arc<ClientAuth>>,
+) -> Result<Topology, ConfigError> {
     let src = Source { path, text };
     let file: File = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |s| src.line(s.start));
@@ -128,9 +175,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let (certs, files, also_watched) = load_certs(&src, &file.cert)?;
+    let (certs, files, also_watched) = load_certs(&src, &file.cert, default_auth)?;
     let (pools, names) = pools(&src, &file.pool)?;
-    let routes = routes(&src, &file.route, &names)?;
+    let routes = routes(&src, &file.route, &names, !certs.client_auths().is_empty())?;
     Ok(Topology {
         listen,
         certs,
@@ -141,11 +188,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Topology, ConfigError> {
     })
 }
 
-/// The certificates, the files they were read from, and what else `--watch` watches for them
-/// (directories of PEM files, `<cert>.ocsp` files looked for).
+/// The certificates, the files they were read from (client CAs and CRLs included), and what
+/// else `--watch` watches for them (directories of PEM files, `<cert>.ocsp` files looked for).
 fn load_certs(
     src: &Source<'_>,
     entries: &[Spanned<CertEntry>],
+    default_auth: Option<&Arc<ClientAuth>>,
 ) -> Result<(CertStore, Vec<PathBuf>, Vec<PathBuf>), ConfigError> {
     let mut dirs = Vec::new();
     if entries.is_empty() {
@@ -154,9 +202,13 @@ fn load_certs(
     let label =
         |s: &Spanned<PathBuf>| format!("{}:{}:", src.path.display(), src.line(s.span().start));
     let mut specs = Vec::new();
+    // Certificates naming the same CA, CRLs and mode share one loaded setting.
+    let mut auths: HashMap<(PathBuf, Vec<PathBuf>, ClientAuthMode), Arc<ClientAuth>> =
+        HashMap::new();
     for entry in entries {
         let at = entry.span().start;
         let e = entry.get_ref();
+        let client_auth = cert_client_auth(src, e, default_auth, &mut auths)?;
         let names = match &e.names {
             Some(list) => Some(
                 list.iter()
@@ -213,6 +265,7 @@ fn load_certs(
             let mut spec = CertSpec::files((cert_label, cert), (key_label, key));
             spec.names = names.clone();
             spec.ocsp = ocsp.clone();
+            spec.client_auth = client_auth.clone();
             specs.push(spec);
         }
     }
@@ -222,6 +275,84 @@ fn load_certs(
         super::spec_files(&specs),
         [dirs, super::ocsp_beside(&specs)].concat(),
     ))
+}
+
+/// The client authentication of one `[[cert]]`: its own (`client_ca`, with `client_auth`
+/// and `client_crl`), none (`client_auth = "none"`), or else the command line's.
+fn cert_client_auth(
+    src: &Source<'_>,
+    e: &CertEntry,
+    default_auth: Option<&Arc<ClientAuth>>,
+    loaded: &mut HashMap<(PathBuf, Vec<PathBuf>, ClientAuthMode), Arc<ClientAuth>>,
+) -> Result<Option<Arc<ClientAuth>>, ConfigError> {
+    let line = |at: usize| format!("{}:{}:", src.path.display(), src.line(at));
+    let mode = match &e.client_auth {
+        None => None,
+        Some(m) if matches!(m.get_ref().as_str(), "none" | "off") => {
+            if let Some(ca) = &e.client_ca {
+                return src.err(
+                    ca.span().start,
+                    "client_ca with client_auth = \"none\": remove one of them",
+                );
+            }
+            if let Some(crl) = &e.client_crl {
+                return src.err(crl.span().start, "client_crl with client_auth = \"none\"");
+            }
+            return Ok(None);
+        }
+        Some(m) => Some(
+            ClientAuthMode::parse(m.get_ref())
+                .map_err(|why| format!("client_auth: {why} (or none)"))
+                .or_else(|why| src.err(m.span().start, why))?,
+        ),
+    };
+    let Some(ca) = &e.client_ca else {
+        if let Some(m) = &e.client_auth {
+            return src.err(
+                m.span().start,
+                "client_auth needs client_ca (the CA client certificates must chain to) in \
+                 the same [[cert]]",
+            );
+        }
+        if let Some(crl) = &e.client_crl {
+            return src.err(
+                crl.span().start,
+                "client_crl needs client_ca in the same [[cert]]",
+            );
+        }
+        return Ok(default_auth.cloned());
+    };
+    let mode = mode.unwrap_or(ClientAuthMode::Required);
+    let ca_path = src.relative(ca.get_ref());
+    let crl_paths: Vec<PathBuf> = e
+        .client_crl
+        .as_ref()
+        .map(|c| c.get_ref().list().iter().map(|p| src.relative(p)).collect())
+        .unwrap_or_default();
+    let key = (ca_path.clone(), crl_paths.clone(), mode);
+    if let Some(a) = loaded.get(&key) {
+        return Ok(Some(a.clone()));
+    }
+    let crl_line = e.client_crl.as_ref().map(|c| line(c.span().start));
+    let crls: Vec<Named> = crl_paths
+        .iter()
+        .map(|p| {
+            Named::new(
+                format!("{} client_crl", crl_line.as_deref().unwrap_or("")),
+                p,
+            )
+        })
+        .collect();
+    let auth = ClientAuth::load(
+        &Named::new(format!("{} client_ca", line(ca.span().start)), ca_path),
+        &crls,
+        mode,
+        &tlsmod::provider(),
+    )
+    .map_err(ConfigError)?;
+    let auth = Arc::new(auth);
+    loaded.insert(key, auth.clone());
+    Ok(Some(auth))
 }
 
 fn pools(
@@ -289,6 +420,7 @@ fn routes(
     src: &Source<'_>,
     entries: &[Spanned<RouteEntry>],
     pools: &HashMap<String, usize>,
+    any_client_auth: bool,
 ) -> Result<Vec<Route>, ConfigError> {
     if entries.is_empty() {
         // One pool and no routes: everything goes to it.
@@ -297,6 +429,7 @@ fn routes(
                 host: HostMatch::Any,
                 path_prefix: "/".into(),
                 pool: 0,
+                client_cert_required: false,
             }]);
         }
         return src.err(
@@ -325,10 +458,31 @@ fn routes(
                 Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
                 Some(p) => return src.err(p.span().start, "route path must start with /"),
             };
+            let client_cert_required = match &r.client_auth {
+                None => false,
+                Some(m) => match m.get_ref().as_str() {
+                    "required" | "on" if !any_client_auth => {
+                        return src.err(
+                            m.span().start,
+                            "route client_auth = \"required\", but no certificate asks clients \
+                             for one (--client-ca, or client_ca in a [[cert]])",
+                        )
+                    }
+                    "required" | "on" => true,
+                    "optional" => false,
+                    other => {
+                        return src.err(
+                            m.span().start,
+                            format!("route client_auth: '{other}' must be required or optional"),
+                        )
+                    }
+                },
+            };
             Ok(Route {
                 host,
                 path_prefix,
                 pool,
+                client_cert_required,
             })
         })
         .collect()
@@ -336,11 +490,24 @@ fn routes(
 
 /// A one-line summary for `tern check`.
 pub fn summary(t: &Topology) -> String {
-    format!(
+    let mut s = format!(
         "{} listener(s), {} certificate(s), {} pool(s), {} route(s)",
         t.listen.len(),
         t.certs.len(),
         t.pools.len(),
         t.routes.len()
-    )
+    );
+    let asking = t
+        .certs
+        .entries()
+        .iter()
+        .filter(|e| e.client_auth.is_some())
+        .count();
+    if asking > 0 {
+        s.push_str(&format!(
+            ", {asking} asking for client certificates ({} client CA setting(s))",
+            t.certs.client_auths().len()
+        ));
+    }
+    s
 }

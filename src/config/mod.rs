@@ -11,16 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::pool::{HealthCheck, KeepAlive, PoolSpec};
-use crate::cli::{CertArg, MaxConns, Mode, RunArgs, Toggle, Tuning};
+use crate::cli::{CertArg, ClientCertArgs, MaxConns, Mode, RunArgs, Toggle, Tuning};
 use crate::generation::Generation;
 use crate::http::{ForwardPolicy, Limits};
 use crate::proxy::accesslog::Target as AccessLogTarget;
 use crate::proxy::{HttpSettings, Settings};
 use crate::route::{HostMatch, Route, Routes};
 use crate::tls::certs::{self, CertSpec, CertStore};
+use crate::tls::client_auth::Named;
 use crate::tls::policy::Policy;
 use crate::tls::tickets::MasterSecret;
 use crate::tls::{self, TlsSettings};
+use crate::tls::{ClientAuth, ClientAuthMode};
 use crate::util::cpus;
 
 /// What is served where: from the command line (one listener set, one certificate, one pool)
@@ -50,6 +52,7 @@ pub struct Config {
     pub settings: Settings,
     pub drain_timeout: Duration,
     pub access_log: Option<Arc<AccessLogTarget>>,
+    pub log_format: crate::proxy::accesslog::LogFormat,
     /// Who to become after binding (`--user`).
     pub user: Option<crate::privileges::User>,
     /// Where to serve metrics and the health endpoints (`--metrics`).
@@ -100,17 +103,26 @@ impl Config {
     }
 
     fn topology(args: &RunArgs) -> Result<Topology, ConfigError> {
-        match &args.config {
+        let client_auth = client_auth_from_flags(&args.client_cert)?;
+        let mut t = match &args.config {
             Some(path) => {
-                let mut t = file::load(path)?;
+                let mut t = file::load_with(path, client_auth.as_ref())?;
                 t.files.insert(0, path.clone());
-                Ok(t)
+                t
             }
-            None => Self::topology_from_flags(args),
+            None => Self::topology_from_flags(args, client_auth.clone())?,
+        };
+        // Read again at each reload, even when every [[cert]] has its own setting.
+        if let Some(a) = &client_auth {
+            t.files.extend(a.files.iter().cloned());
         }
+        Ok(t)
     }
 
-    fn topology_from_flags(args: &RunArgs) -> Result<Topology, ConfigError> {
+    fn topology_from_flags(
+        args: &RunArgs,
+        client_auth: Option<Arc<ClientAuth>>,
+    ) -> Result<Topology, ConfigError> {
         if args.listen.is_empty() {
             return Err(ConfigError(
                 "--listen is required, e.g. --listen 0.0.0.0:443 (or give --config FILE)".into(),
@@ -122,7 +134,10 @@ impl Config {
             ));
         }
         let mut also_watched = Vec::new();
-        let specs = cert_specs(args, &mut also_watched)?;
+        let mut specs = cert_specs(args, &mut also_watched)?;
+        for spec in &mut specs {
+            spec.client_auth = client_auth.clone();
+        }
         if specs.is_empty() {
             return Err(ConfigError(
                 "a certificate is required: --cert FILE --key FILE, or --pem FILE".into(),
@@ -159,6 +174,7 @@ impl Config {
                 host: HostMatch::Any,
                 path_prefix: "/".into(),
                 pool: 0,
+                client_cert_required: false,
             }],
             files: spec_files(&specs),
             also_watched: [also_watched, ocsp_beside(&specs)].concat(),
@@ -265,11 +281,13 @@ impl Config {
                         trust_client: t.trust_forwarded,
                         forwarded: t.forwarded,
                     },
+                    cert_headers: t.forward_client_cert,
                 },
                 ..Settings::default()
             },
             drain_timeout: t.drain_timeout,
             access_log,
+            log_format: t.log_format,
             user,
             metrics,
             watch: t.watch,
@@ -281,8 +299,43 @@ impl Config {
     }
 }
 
+/// `--client-ca` with its `--client-auth` mode and `--client-crl` lists, read and checked
+/// (again at each reload: a CRL file replaced on disk is picked up by SIGHUP).
+pub fn client_auth_from_flags(
+    args: &ClientCertArgs,
+) -> Result<Option<Arc<ClientAuth>>, ConfigError> {
+    let Some(ca) = &args.client_ca else {
+        if let Some(mode) = args.client_auth {
+            return Err(ConfigError(format!(
+                "--client-auth {}: needs --client-ca FILE, the CA client certificates must \
+                 chain to",
+                mode.name()
+            )));
+        }
+        if let Some(crl) = args.client_crl.first() {
+            return Err(ConfigError(format!(
+                "--client-crl {}: needs --client-ca FILE, the CA the list belongs to",
+                crl.display()
+            )));
+        }
+        return Ok(None);
+    };
+    let crls: Vec<Named> = args
+        .client_crl
+        .iter()
+        .map(|p| Named::new("--client-crl", p))
+        .collect();
+    let auth = ClientAuth::load(
+        &Named::new("--client-ca", ca),
+        &crls,
+        args.client_auth.unwrap_or(ClientAuthMode::Required),
+        &tls::provider(),
+    )?;
+    Ok(Some(Arc::new(auth)))
+}
+
 /// The files certificates are read from (key, chain, a named OCSP response; `<cert>.ocsp`
-/// lies beside its certificate), for the sandbox.
+/// lies beside its certificate; client CA and CRL files), for the sandbox.
 fn spec_files(specs: &[CertSpec]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for s in specs {
@@ -291,6 +344,13 @@ fn spec_files(specs: &[CertSpec]) -> Vec<PathBuf> {
             files.push(s.cert.1.clone());
         }
         files.extend(s.ocsp.iter().map(|(_, p)| p.clone()));
+        if let Some(a) = &s.client_auth {
+            for f in &a.files {
+                if !files.contains(f) {
+                    files.push(f.clone());
+                }
+            }
+        }
     }
     files
 }
@@ -491,5 +551,7 @@ pub fn resolve(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 
 #[cfg(test)]
 mod cert_flag_tests;
+#[cfg(test)]
+mod client_auth_tests;
 #[cfg(test)]
 mod tests;

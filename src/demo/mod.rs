@@ -42,6 +42,7 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
             host: HostMatch::Any,
             path_prefix: "/".into(),
             pool: 0,
+            client_cert_required: false,
         }],
         // Made in memory: nothing on disk to watch.
         files: Vec::new(),

@@ -21,6 +21,9 @@ pub enum Name {
     XForwardedHost,
     XRealIp,
     Forwarded,
+    /// A client-certificate identity header tern writes (X-Client-Verify, X-Client-Subject,
+    /// X-Client-Fingerprint, X-Forwarded-Client-Cert): never taken from a client.
+    ClientCert,
     Other,
 }
 
@@ -40,6 +43,10 @@ impl Name {
             10 if is("keep-alive") => Name::KeepAlive,
             14 if is("content-length") => Name::ContentLength,
             15 if is("x-forwarded-for") => Name::XForwardedFor,
+            15 if is("x-client-verify") => Name::ClientCert,
+            16 if is("x-client-subject") => Name::ClientCert,
+            20 if is("x-client-fingerprint") => Name::ClientCert,
+            23 if is("x-forwarded-client-cert") => Name::ClientCert,
             16 if is("proxy-connection") => Name::ProxyConnection,
             16 if is("x-forwarded-host") => Name::XForwardedHost,
             17 if is("transfer-encoding") => Name::TransferEncoding,
@@ -368,6 +375,14 @@ mod tests {
         assert_eq!(Name::classify(b"x-forwarded-for"), Name::XForwardedFor);
         assert_eq!(Name::classify(b"TE"), Name::Te);
         assert_eq!(Name::classify(b"Cookie"), Name::Other);
+        for n in [
+            &b"X-Client-Verify"[..],
+            b"x-client-subject",
+            b"X-CLIENT-FINGERPRINT",
+            b"X-Forwarded-Client-Cert",
+        ] {
+            assert_eq!(Name::classify(n), Name::ClientCert);
+        }
         assert!(Name::Upgrade.is_hop_by_hop() && !Name::Host.is_hop_by_hop());
         assert!(Name::ContentLength.is_protected() && !Name::Other.is_protected());
     }

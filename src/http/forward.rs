@@ -6,6 +6,7 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use super::fields::{Field, Framing, Name};
+use super::identity::IdentityFields;
 use super::request::RequestHead;
 use super::response::ResponseHead;
 
@@ -39,6 +40,19 @@ pub fn request(
     policy: ForwardPolicy,
     out: &mut Vec<u8>,
 ) {
+    request_with(src, head, client, policy, &IdentityFields::default(), out)
+}
+
+/// [`request`], with the connection's client-certificate identity headers added. The
+/// client's own identity headers (`Name::ClientCert`) are removed either way, trusted or not.
+pub fn request_with(
+    src: &[u8],
+    head: &RequestHead,
+    client: IpAddr,
+    policy: ForwardPolicy,
+    identity: &IdentityFields,
+    out: &mut Vec<u8>,
+) {
     // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`.
     let client = client.to_canonical();
     out.clear();
@@ -56,6 +70,8 @@ pub fn request(
             Name::XForwardedFor => trusted_xff |= policy.trust_client,
             Name::Forwarded => trusted_fwd |= policy.trust_client,
             Name::XForwardedProto => {}
+            // Only tern speaks for the client's certificate.
+            Name::ClientCert => {}
             Name::XRealIp | Name::XForwardedHost if !policy.trust_client => {}
             Name::ContentLength if head.normalize_length => {
                 if !length_written {
@@ -103,6 +119,7 @@ pub fn request(
             IpAddr::V6(_) => out.extend_from_slice(b"]\";proto=https\r\n"),
         }
     }
+    out.extend_from_slice(identity.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -247,6 +264,7 @@ pub fn error_response(status: u16, out: &mut Vec<u8>) {
 pub fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -310,6 +328,48 @@ mod tests {
             out,
             "GET /x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn client_identity_headers_are_always_tern_s_own() {
+        use super::super::identity::{CertHeaders, PeerCert};
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nX-Client-Verify: SUCCESS\r\n\
+                    x-client-subject: CN=admin\r\nX-CLIENT-FINGERPRINT: 00\r\n\
+                    X-Forwarded-Client-Cert: Hash=00\r\nAccept: */*\r\n\r\n";
+        for policy in [UNTRUSTED, TRUSTED] {
+            // No client authentication on this connection: removed, nothing added.
+            let out = forwarded(text, "10.0.0.1", policy);
+            assert!(!out.to_ascii_lowercase().contains("client"), "{out}");
+            assert!(out.contains("\r\nAccept: */*\r\n"), "{out}");
+            // Optional and none sent: tern's NONE only.
+            let mut head = request::RequestHead::default();
+            request::parse(text.as_bytes(), &Limits::default(), &mut head).unwrap();
+            let fields = IdentityFields::new(PeerCert::Absent, CertHeaders::default());
+            let mut out = Vec::new();
+            request_with(
+                text.as_bytes(),
+                &head,
+                [10, 0, 0, 1].into(),
+                policy,
+                &fields,
+                &mut out,
+            );
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                out.ends_with("X-Forwarded-Proto: https\r\nX-Client-Verify: NONE\r\n\r\n")
+                    || out.ends_with("proto=https\r\nX-Client-Verify: NONE\r\n\r\n"),
+                "{out}"
+            );
+            assert_eq!(
+                out.to_ascii_lowercase().matches("x-client").count(),
+                1,
+                "{out}"
+            );
+            assert!(
+                !out.contains("CN=admin") && !out.contains("Hash=00"),
+                "{out}"
+            );
+        }
     }
 
     #[test]
@@ -579,7 +639,7 @@ mod tests {
     fn error_responses_are_complete() {
         let mut out = Vec::new();
         for status in [
-            400, 404, 405, 408, 413, 414, 421, 431, 500, 502, 503, 504, 505, 7,
+            400, 403, 404, 405, 408, 413, 414, 421, 431, 500, 502, 503, 504, 505, 7,
         ] {
             error_response(status, &mut out);
             let mut parsed = resp::ResponseHead::default();

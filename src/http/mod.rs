@@ -10,6 +10,7 @@
 //! | `response` | backend response heads and their framing by method and status (errors: 502) |
 //! | `body` | `BodyScanner`: where a Content-Length or chunked body ends, streamed |
 //! | `forward` | heads written onward (forwarding and hop-by-hop fields), tern's own error responses |
+//! | `identity` | the client-certificate identity headers for the backend (mTLS), made safe |
 //! | `fuzzing` | the fuzz targets' bodies, shared with a stable test over the corpus |
 //!
 //! How an I/O loop drives it, per client connection (all buffers reused across requests):
@@ -19,7 +20,8 @@
 //!    `buf[..head.len]`. `head.check_body_limit(max_body)` refuses a too large
 //!    Content-Length (413) before anything goes to a backend.
 //! 2. `forward::request(buf, &head, client_ip, policy, &mut out)` writes the head for the
-//!    backend; send `out`, then drop `head.len` bytes from the buffer.
+//!    backend (`forward::request_with` also appends the connection's client-certificate
+//!    `IdentityFields`); send `out`, then drop `head.len` bytes from the buffer.
 //! 3. `BodyScanner::with_limit(head.body(), max_body)`; while `!done()`, `feed(bytes)`
 //!    returns how many of the bytes belong to the body: forward exactly those, keep the rest
 //!    (a pipelined request). An error is the status to answer (400 or 413) and a close.
@@ -34,11 +36,13 @@ pub mod body;
 pub mod fields;
 pub mod forward;
 pub mod fuzzing;
+pub mod identity;
 pub mod request;
 pub mod response;
 
 pub use body::{BodyScanner, FramingError};
 pub use fields::{Framing, HeadError};
 pub use forward::ForwardPolicy;
+pub use identity::{CertHeaders, IdentityFields, PeerCert};
 pub use request::{Limits, Method, RequestHead};
 pub use response::ResponseHead;

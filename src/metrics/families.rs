@@ -76,6 +76,11 @@ fn process_families(p: &ProcessView, now: u64) -> Vec<Family> {
         "When each loaded certificate expires (its notAfter), in Unix seconds; cert is its \
          position in the configuration (0 is the default), names its DNS and IP names.",
     );
+    let mut expired = Family::new(
+        "tern_certificates_expired",
+        Kind::Gauge,
+        "Loaded certificates whose notAfter has passed (clients refuse them): renew and reload.",
+    );
     for (i, c) in p.certs.iter().enumerate() {
         certs.push(
             vec![
@@ -86,6 +91,8 @@ fn process_families(p: &ProcessView, now: u64) -> Vec<Family> {
             Value::Int(c.not_after),
         );
     }
+    let gone = p.certs.iter().filter(|c| c.not_after < now as i64).count();
+    expired.push(vec![], Value::Count(gone as u64));
 
     let mut reloads = Family::new(
         "tern_config_reloads",
@@ -136,6 +143,7 @@ fn process_families(p: &ProcessView, now: u64) -> Vec<Family> {
         build,
         workers,
         certs,
+        expired,
         reloads,
         last_ok,
         last_success,

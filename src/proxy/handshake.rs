@@ -39,6 +39,10 @@ impl HandshakeError {
             HandshakeError::Io(_) => FailReason::Io,
             HandshakeError::Eof => FailReason::Eof,
             HandshakeError::PlainHttp => FailReason::PlainHttp,
+            // On the server side rustls verifies one certificate only: the client's.
+            HandshakeError::Tls(TlsError::Protocol(
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented,
+            )) => FailReason::ClientCert,
             HandshakeError::Tls(TlsError::PeerAlert(_))
             | HandshakeError::Tls(TlsError::Protocol(rustls::Error::AlertReceived(_))) => {
                 FailReason::Alert

@@ -7,18 +7,20 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use super::accesslog::ConnEntry;
 use super::handshake::{self, Carry, HandshakeError};
 use super::pump::{self, Tunnel};
 use super::{Ctx, ProxyCtx};
 use crate::backend::pool::Lease;
 use crate::stats::{FailReason, TlsVersion};
-use crate::tls::Established;
+use crate::tls::{Established, SessionInfo};
 
 /// Serves one accepted connection: the handshake, then tcp or http mode.
 pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr) {
+    let accepted = Instant::now();
     // Everything before the long-lived part runs in its own boxed future, so that its state
     // (the handshake, the backend connect) does not size every connection's task.
-    let started = Box::pin(start(&ctx, client, peer)).await;
+    let started = Box::pin(start(&ctx, client, peer, accepted)).await;
     match started {
         None => {}
         Some(Started::Http(client, session, carry)) => {
@@ -28,27 +30,76 @@ pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr) {
         Some(Started::Tcp {
             tunnel,
             lease,
-            version,
+            info,
         }) => {
             let backend_addr = lease.addr();
-            let outcome = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
+            let (outcome, moved) =
+                pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
             drop(lease);
-            debug!(%peer, backend = %backend_addr, version, "connection ended: {outcome}");
+            debug!(%peer, backend = %backend_addr, version = info.version, "connection ended: {outcome}");
+            let end = outcome.to_string();
+            conn_log(
+                &ctx,
+                peer,
+                Some(&info),
+                Some(backend_addr),
+                moved,
+                accepted,
+                &end,
+            );
         }
     }
 }
+
+/// TLS alert descriptions (RFC 8446 §6).
+const HANDSHAKE_FAILURE: u8 = 40;
+const CERTIFICATE_REQUIRED: u8 = 116;
 
 enum Started<'a> {
     Http(TcpStream, Box<Established>, Carry),
     Tcp {
         tunnel: Box<Tunnel>,
         lease: Lease<'a>,
-        version: &'static str,
+        /// Boxed: only the connection log reads it, at the end.
+        info: Box<SessionInfo>,
     },
 }
 
+/// The tcp-mode connection log line (`--access-log`), however the connection ended.
+fn conn_log(
+    ctx: &ProxyCtx,
+    peer: SocketAddr,
+    info: Option<&SessionInfo>,
+    backend: Option<SocketAddr>,
+    (up, down): pump::Moved,
+    accepted: Instant,
+    end: &str,
+) {
+    let Some(log) = &ctx.access_log else {
+        return;
+    };
+    log.record_conn(&ConnEntry {
+        client: peer,
+        sni: info.and_then(|i| i.sni.as_deref()),
+        alpn: info.and_then(|i| i.alpn.as_deref()),
+        version: info.map_or("-", |i| i.version),
+        cipher: info.map_or("", |i| i.suite.as_str()),
+        resumed: info.is_some_and(|i| i.resumed),
+        backend,
+        bytes_to_backend: up,
+        bytes_to_client: down,
+        duration: accepted.elapsed(),
+        end,
+    });
+}
+
 /// The handshake, and in tcp mode the backend connection; `None` when the connection ended.
-async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Option<Started<'_>> {
+async fn start(
+    ctx: &ProxyCtx,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+) -> Option<Started<'_>> {
     let _ = client.set_nodelay(true);
     let stats = &ctx.stats;
     let accepting = match ctx.tls.accept() {
@@ -62,33 +113,74 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
     let hs = handshake::run(&mut client, accepting, &ctx.bufs);
     let (mut session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await
     {
-        Ok(Ok(done)) => {
-            let info = &done.0.info;
-            let version = TlsVersion::from_name(info.version);
-            stats.handshake_completed(version, info.resumed, started.elapsed());
-            done
-        }
+        Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             stats.handshake_failed(TlsVersion::Unknown, e.reason());
             match e {
                 HandshakeError::Eof => debug!(%peer, "handshake: {e}"),
                 _ => debug!(%peer, "handshake failed: {e}"),
             }
+            if !ctx.settings.http.enabled {
+                let end = format!("handshake failed: {e}");
+                conn_log(ctx, peer, None, None, (0, 0), accepted, &end);
+            }
             return None;
         }
         Err(_) => {
             stats.handshake_failed(TlsVersion::Unknown, FailReason::Timeout);
             debug!(%peer, "handshake timed out");
+            if !ctx.settings.http.enabled {
+                conn_log(
+                    ctx,
+                    peer,
+                    None,
+                    None,
+                    (0, 0),
+                    accepted,
+                    "handshake timed out",
+                );
+            }
             return None;
         }
     };
+    if let Some(id) = session.info.client_cert.verified() {
+        debug!(%peer, subject = %id.subject, cn = ?id.cn, "client certificate verified");
+    }
+    let version = TlsVersion::from_name(session.info.version);
     if ctx.settings.http.enabled {
+        stats.handshake_completed(version, session.info.resumed, started.elapsed());
         return Some(Started::Http(client, Box::new(session), carry));
     }
     // tcp mode routes on the server name alone.
     let sni = session.info.sni.as_deref();
-    let connected = match ctx.routes.pick_host(sni) {
-        Some(pool) => ctx.pools[pool]
+    let route = ctx.routes.pick_host_route(sni);
+    if route.is_some_and(|r| r.client_cert_required)
+        && session.info.client_cert.verified().is_none()
+    {
+        // The route is for verified clients only: the handshake is refused after the fact,
+        // with the alert a required certificate gets (RFC 8446 §4.4.2.4; TLS 1.2 has none of
+        // its own).
+        stats.handshake_failed(version, FailReason::ClientCert);
+        debug!(%peer, ?sni, "handshake refused: this route requires a client certificate");
+        let desc = match session.info.version {
+            "TLSv1.3" => CERTIFICATE_REQUIRED,
+            _ => HANDSHAKE_FAILURE,
+        };
+        if let Some(b) = carry.buf {
+            ctx.bufs.put(b);
+        }
+        let mut out = ctx.bufs.get();
+        let n = session.tx.seal_alert(2, desc, out.space()).unwrap_or(0);
+        out.set_filled(n);
+        let write = client.write_all(out);
+        if let Ok((_, out)) = monoio::time::timeout(ctx.settings.connect_timeout, write).await {
+            ctx.bufs.put(out);
+        }
+        return None;
+    }
+    stats.handshake_completed(version, session.info.resumed, started.elapsed());
+    let connected = match route {
+        Some(route) => ctx.pools[route.pool]
             .connect(peer.ip(), stats)
             .await
             .map_err(|e| e.to_string()),
@@ -98,6 +190,8 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
         Ok(b) => b,
         Err(e) => {
             debug!(%peer, "no backend reachable, closing the client: {e}");
+            let end = format!("no backend: {e}");
+            conn_log(ctx, peer, Some(&session.info), None, (0, 0), accepted, &end);
             if let Some(b) = carry.buf {
                 ctx.bufs.put(b);
             }
@@ -112,11 +206,11 @@ async fn start(ctx: &ProxyCtx, mut client: TcpStream, peer: SocketAddr) -> Optio
         }
     };
     let _ = backend.set_nodelay(true);
-    let version = session.info.version;
+    let info = Box::new(session.info.clone());
     Some(Started::Tcp {
         tunnel: Box::new(Tunnel::new(session, client, backend, carry)),
         lease,
-        version,
+        info,
     })
 }
 

@@ -21,7 +21,9 @@ use super::split::{split, Half};
 use super::tlsio::{ClientError, ClientOut, Sending, TlsReader};
 use super::Ctx;
 use crate::backend::pool::{ConnectError, Pool};
-use crate::http::{self, forward, BodyScanner, Framing, Method, RequestHead, ResponseHead};
+use crate::http::{
+    self, forward, BodyScanner, Framing, IdentityFields, Method, RequestHead, ResponseHead,
+};
 use crate::route::normalize_host;
 use crate::tls::Established;
 use crate::util::baton::Baton;
@@ -70,6 +72,10 @@ struct Http<'a> {
     sni_group: crate::tls::store::Group,
     /// When the current request's final response head came from the backend (access log).
     response_at: Cell<Option<Instant>>,
+    /// The client presented a verified certificate (routes with `client_auth = "required"`).
+    cert_verified: bool,
+    /// The identity headers every request of this connection carries to the backend.
+    identity: IdentityFields,
 }
 
 pub async fn serve(
@@ -110,7 +116,10 @@ pub async fn serve(
         sni_group: ctx.certs.group_for(info.sni.as_deref()),
         sni: info.sni,
         response_at: Cell::new(None),
+        cert_verified: info.client_cert.verified().is_some(),
+        identity: super::identity_fields(&info.client_cert, ctx.settings.http.cert_headers),
     };
+    drop(info.client_cert);
     let upgrade = conn.requests(&mut reader, &mut client_rx).await;
     let Some((backend, leftover)) = upgrade else {
         return;
@@ -130,7 +139,7 @@ pub async fn serve(
         to_backend,
         to_client: leftover,
     });
-    let outcome = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
+    let (outcome, _) = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
     debug!(%peer, "upgraded connection ended: {outcome}");
     drop(keep);
 }
@@ -209,7 +218,14 @@ impl Http<'_> {
                 }
             };
             self.ctx.pool_stats[pool].requests.inc();
-            forward::request(src, &head, self.peer.ip(), s.http.forward, &mut scratch);
+            forward::request_with(
+                src,
+                &head,
+                self.peer.ip(),
+                s.http.forward,
+                &self.identity,
+                &mut scratch,
+            );
             reader.consume(head.len, &self.ctx.bufs);
 
             let mut retried = false;
@@ -290,7 +306,7 @@ impl Http<'_> {
         }
     }
 
-    /// Routing and the checks that need no backend: 421, 404, 413.
+    /// Routing and the checks that need no backend: 421, 404, 403, 413.
     fn check(&self, req: &Request) -> Result<usize, u16> {
         let ctx = self.ctx;
         if !ctx
@@ -300,9 +316,17 @@ impl Http<'_> {
             // The Host belongs to another certificate than the one this connection shows.
             return Err(421);
         }
-        let Some(pool) = ctx.routes.pick(req.host.as_deref(), req.path.as_bytes()) else {
+        let Some(route) = ctx
+            .routes
+            .pick_route(req.host.as_deref(), req.path.as_bytes())
+        else {
             return Err(404);
         };
+        if route.client_cert_required && !self.cert_verified {
+            // As nginx's `if ($ssl_client_verify != SUCCESS) { return 403; }`.
+            return Err(403);
+        }
+        let pool = route.pool;
         if let (Framing::Length(n), Some(max)) = (req.body, ctx.settings.http.max_body) {
             if n > max {
                 return Err(413);

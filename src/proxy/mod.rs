@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use crate::backend::{health, pool};
 use crate::generation::Generation;
+use crate::http::{CertHeaders, IdentityFields, PeerCert};
 use crate::route::Routes;
 use crate::stats::{PoolStats, WorkerStats};
-use crate::tls::{ServerTls, TlsError};
+use crate::tls::{ClientCert, ServerTls, TlsError};
 use crate::util::latch::Latch;
 
 pub use bufpool::BufPool;
@@ -67,6 +68,8 @@ pub struct HttpSettings {
     /// Time a backend has to start its response (504 after).
     pub backend_timeout: Duration,
     pub forward: crate::http::ForwardPolicy,
+    /// Which client-certificate identity headers the backend gets (mTLS).
+    pub cert_headers: crate::http::CertHeaders,
 }
 
 impl Default for HttpSettings {
@@ -79,6 +82,7 @@ impl Default for HttpSettings {
             body_timeout: Duration::from_secs(60),
             backend_timeout: Duration::from_secs(60),
             forward: crate::http::ForwardPolicy::default(),
+            cert_headers: crate::http::CertHeaders::default(),
         }
     }
 }
@@ -170,4 +174,20 @@ impl ProxyCtx {
             p.retire();
         }
     }
+}
+
+/// The identity headers (http mode) every request of a connection carries, from its client
+/// certificate; the conversion lives here because neither `tls` nor `http` knows the other.
+fn identity_fields(cert: &ClientCert, which: CertHeaders) -> IdentityFields {
+    let peer = match cert {
+        ClientCert::NotRequested => PeerCert::NotRequested,
+        ClientCert::Absent => PeerCert::Absent,
+        ClientCert::Verified(id) => PeerCert::Verified {
+            subject: &id.subject,
+            fingerprint_sha256: &id.fingerprint_sha256,
+            uris: &id.uris,
+            dns: &id.dns,
+        },
+    };
+    IdentityFields::new(peer, which)
 }

@@ -162,6 +162,8 @@ struct Pump<'a> {
     waiting: [Cell<bool>; 2],
     /// Per direction: finished (its half-close carried through).
     done: [Cell<bool>; 2],
+    /// Per direction: plaintext bytes passed on (for the connection log).
+    moved: [Cell<u64>; 2],
     pool: &'a BufPool,
     stats: &'a WorkerStats,
 }
@@ -195,13 +197,16 @@ enum WatchEnd {
     Park,
 }
 
+/// Plaintext bytes a pumped connection passed on: (client → backend, backend → client).
+pub type Moved = (u64, u64);
+
 /// Pumps until both directions are done, one side fails, or the connection idles out.
 pub async fn run(
     t: Box<Tunnel>,
     pool: &BufPool,
     idle: Option<Duration>,
     stats: &WorkerStats,
-) -> Outcome {
+) -> (Outcome, Moved) {
     let Tunnel {
         rx,
         tx,
@@ -226,6 +231,7 @@ pub async fn run(
         hot: Default::default(),
         waiting: Default::default(),
         done: Default::default(),
+        moved: Default::default(),
         pool,
         stats,
     };
@@ -254,7 +260,11 @@ pub async fn run(
     if let Some(buf) = c.buf.take() {
         pool.put(buf);
     }
-    match result {
+    let moved = (
+        pump.moved[FROM_CLIENT].get(),
+        pump.moved[FROM_BACKEND].get(),
+    );
+    let outcome = match result {
         Some(Ok(_)) => Outcome::Done,
         None => Outcome::Idle,
         Some(Err(Side::Client(f))) => {
@@ -265,10 +275,22 @@ pub async fn run(
             client.reset_on_close();
             Outcome::BackendFailed(f)
         }
-    }
+    };
+    (outcome, moved)
 }
 
 impl Pump<'_> {
+    /// Counts bytes passed on in one direction, for the worker and for this connection.
+    fn moved(&self, dir: usize, n: u64) {
+        let total = if dir == FROM_CLIENT {
+            &self.stats.bytes_to_backend
+        } else {
+            &self.stats.bytes_to_client
+        };
+        total.add(n);
+        self.moved[dir].set(self.moved[dir].get() + n);
+    }
+
     fn touch(&self) {
         self.last_io.set(Instant::now());
         self.released.set(false);
@@ -404,7 +426,7 @@ impl Pump<'_> {
             let n = early.len() as u64;
             let (res, _) = c.to_backend.write_all(early).await;
             res.map_err(backend_io)?;
-            self.stats.bytes_to_backend.add(n);
+            self.moved(FROM_CLIENT, n);
         }
         let result = self.client_records(c).await;
         if let Err(Side::Client(Failure::Tls(e))) = &result {
@@ -450,7 +472,7 @@ impl Pump<'_> {
                 let (res, slice) = c.to_backend.write_all(b.slice(..plain_end)).await;
                 c.buf = Some(slice.into_inner());
                 res.map_err(backend_io)?;
-                self.stats.bytes_to_backend.add(plain_end as u64);
+                self.moved(FROM_CLIENT, plain_end as u64);
                 self.touch();
             }
             if closed {
@@ -517,7 +539,7 @@ impl Pump<'_> {
         if !b.early.is_empty() {
             let early = std::mem::take(&mut b.early);
             self.out.send(&early).await.map_err(client_side)?;
-            self.stats.bytes_to_client.add(early.len() as u64);
+            self.moved(FROM_BACKEND, early.len() as u64);
         }
         loop {
             let limit = self.pool.size() - RECORD_SLACK;
@@ -537,7 +559,7 @@ impl Pump<'_> {
             self.pool.put(input);
             result.map_err(client_side)?;
             self.touch();
-            self.stats.bytes_to_client.add(n as u64);
+            self.moved(FROM_BACKEND, n as u64);
         }
     }
 }

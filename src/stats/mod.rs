@@ -163,16 +163,20 @@ pub enum FailReason {
     PlainHttp = 4,
     /// Not finished within `--handshake-timeout`.
     Timeout = 5,
+    /// A client certificate was asked for and refused: none sent where one is required,
+    /// revoked, from another CA, expired (mTLS).
+    ClientCert = 6,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 6] = [
+    pub const ALL: [FailReason; 7] = [
         FailReason::Protocol,
         FailReason::Alert,
         FailReason::Io,
         FailReason::Eof,
         FailReason::PlainHttp,
         FailReason::Timeout,
+        FailReason::ClientCert,
     ];
 
     /// The `reason` label value.
@@ -184,6 +188,7 @@ impl FailReason {
             FailReason::Eof => "eof",
             FailReason::PlainHttp => "plain_http",
             FailReason::Timeout => "timeout",
+            FailReason::ClientCert => "client_cert",
         }
     }
 }

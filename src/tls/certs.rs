@@ -143,6 +143,8 @@ pub struct CertSpec {
     pub names: Option<Vec<HostMatch>>,
     /// The label of this certificate in messages.
     pub source: String,
+    /// The client certificates its handshakes ask for (mTLS).
+    pub client_auth: Option<Arc<super::client_auth::ClientAuth>>,
 }
 
 impl CertSpec {
@@ -156,6 +158,7 @@ impl CertSpec {
             ocsp_beside: true,
             names: None,
             source,
+            client_auth: None,
         }
     }
 }
@@ -229,6 +232,7 @@ fn load_spec(spec: &CertSpec, provider: &CryptoProvider) -> Result<CertEntry, St
         key,
         names,
         source: spec.source.clone(),
+        client_auth: spec.client_auth.clone(),
     })
 }
 

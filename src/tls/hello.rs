@@ -144,6 +144,35 @@ fn server_name(data: &[u8]) -> Option<String> {
     None
 }
 
+/// The body of the `client_hello` fuzz target (`fuzz/`), in the library so that
+/// `tests/fuzz_corpus.rs` runs it over the stored corpus on stable Rust. `peek` never panics,
+/// and its verdict is final: more bytes after a decided input change nothing, and a prefix of
+/// an undecided one is undecided too; a name it reports is a normalised DNS name.
+pub fn fuzz_client_hello(data: &[u8]) {
+    let verdict = peek(data);
+    match &verdict {
+        Peek::Incomplete => {
+            for cut in [0, data.len() / 2, data.len().saturating_sub(1)] {
+                assert_eq!(peek(&data[..cut]), Peek::Incomplete, "prefix of {cut}");
+            }
+        }
+        Peek::NotHello | Peek::Hello(_) => {
+            let mut more = data.to_vec();
+            more.extend_from_slice(&[22, 3, 3, 0, 1, 0xff, 0, 0]);
+            assert_eq!(peek(&more), verdict, "bytes after a decided input");
+        }
+    }
+    if let Peek::Hello(Hello {
+        sni: Some(name), ..
+    }) = &verdict
+    {
+        assert!(!name.is_empty() && name.len() <= 253 && !name.ends_with('.'));
+        assert!(name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use rustls::unbuffered::{ConnectionState, EncodeError};
 use rustls::{ConnectionTrafficSecrets, ServerConfig};
 
 use super::hello::{self, Hello, Peek};
+use super::identity::{ClientCert, ClientIdentity};
 use super::record::{self, Opener, RecordError, Sealer, Version};
 
 /// Why a TLS session failed; the cause is kept whole so it reaches the log line.
@@ -56,6 +57,8 @@ pub struct SessionInfo {
     pub sni: Option<String>,
     pub alpn: Option<Vec<u8>>,
     pub resumed: bool,
+    /// The client certificate, when the handshake asked for one (mTLS).
+    pub client_cert: ClientCert,
 }
 
 /// What the certificate resolver saw of the ClientHello being processed on this thread.
@@ -108,10 +111,21 @@ pub struct Accepting {
     hello: Option<Hello>,
     hello_done: bool,
     unrecognized: bool,
+    /// Certificates with different client-auth settings: the config is chosen by the
+    /// ClientHello's name once it is all here, before rustls is shown a byte (`conn` is the
+    /// default's until then). `None` once chosen, or when one config serves every name.
+    choose: Option<Arc<super::Configs>>,
+    /// The config asks for a client certificate.
+    asks_cert: bool,
 }
 
 impl Accepting {
-    pub(super) fn new(config: &Arc<ServerConfig>) -> Result<Accepting, TlsError> {
+    /// `(config, asks_cert)`: the config to start with, and whether it asks for a client
+    /// certificate.
+    pub(super) fn new(
+        (config, asks_cert): (&Arc<ServerConfig>, bool),
+        choose: Option<Arc<super::Configs>>,
+    ) -> Result<Accepting, TlsError> {
         Ok(Accepting {
             conn: UnbufferedServerConnection::new(config.clone()).map_err(TlsError::Protocol)?,
             early: Vec::new(),
@@ -119,7 +133,33 @@ impl Accepting {
             hello: None,
             hello_done: false,
             unrecognized: false,
+            choose,
+            asks_cert,
         })
+    }
+
+    /// With per-certificate client authentication: waits for the whole ClientHello, then
+    /// starts rustls on the config of the name it asks for. `false`: not all here yet.
+    fn choose_config(&mut self, incoming: &[u8]) -> Result<bool, TlsError> {
+        if self.choose.is_none() {
+            return Ok(true);
+        }
+        self.peek_hello(incoming);
+        if !self.hello_done {
+            return Ok(false);
+        }
+        let Some(configs) = self.choose.take() else {
+            return Ok(true);
+        };
+        // Not a ClientHello tern can read: the default's config, and rustls says why.
+        let sni = self.hello.as_ref().and_then(|h| h.sni.as_deref());
+        let (config, asks_cert) = configs.for_name(sni);
+        if !Arc::ptr_eq(config, configs.for_name(None).0) {
+            self.conn =
+                UnbufferedServerConnection::new(config.clone()).map_err(TlsError::Protocol)?;
+            self.asks_cert = asks_cert;
+        }
+        Ok(true)
     }
 
     /// The client's first flight as tern read it, once it is all here: its server name and
@@ -147,6 +187,9 @@ impl Accepting {
     /// (decrypted in place), writing records to send into `out` (at least 32 KiB). Returns how
     /// many bytes of `incoming` were consumed, and what to do next.
     pub fn step(&mut self, incoming: &mut [u8], out: &mut [u8]) -> Result<(usize, Step), TlsError> {
+        if !self.choose_config(incoming)? {
+            return Ok((0, Step::NeedMore));
+        }
         let mut consumed = 0;
         let mut produced = 0;
         loop {
@@ -236,7 +279,11 @@ impl Accepting {
             return UNRECOGNIZED_NAME_ALERT.len();
         }
         let mut produced = 0;
-        for _ in 0..4 {
+        // Only while rustls has records queued: then it hands them over before looking at
+        // any input. Asked otherwise, it parses again, and its offsets into a handshake
+        // message from the failed step's buffer no longer fit the empty one (rustls panics:
+        // an index out of range). A refused client certificate gets here every time.
+        while self.conn.wants_write() {
             let status = self.conn.process_tls_records(&mut []);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut e)) => match e.encode(&mut out[produced..]) {
@@ -276,6 +323,13 @@ impl Accepting {
             sni: self.sni,
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+            // Verified by rustls (a resumed session's chain comes from its ticket, which only
+            // opens under the same client-auth setting: see `ClientAuth::context`).
+            client_cert: match conn.peer_certificates().and_then(|c| c.first()) {
+                _ if !self.asks_cert => ClientCert::NotRequested,
+                Some(leaf) => ClientCert::Verified(Box::new(ClientIdentity::from_der(leaf))),
+                None => ClientCert::Absent,
+            },
         };
         let (secrets, kernel) = conn
             .dangerous_into_kernel_connection()

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
+use super::client_auth::ClientAuth;
+
 use crate::route::HostMatch;
 
 /// One certificate as loaded, with the names it serves and where it came from (for messages).
@@ -21,6 +23,9 @@ pub struct CertEntry {
     pub names: Vec<HostMatch>,
     /// How the user knows it: `--pem site.pem`, `tern.toml:12: a.pem`.
     pub source: String,
+    /// The client certificates a handshake presenting this certificate asks for (mTLS);
+    /// `None`: none.
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 /// The key types tern tells apart, in order of preference when a name has several.
@@ -68,6 +73,10 @@ pub struct CertStore {
     wildcard: HashMap<String, Group>,
     /// For clients that send no name, or (unless strict) one no certificate covers.
     default: Group,
+    /// The distinct client-auth settings of the entries; a group's setting is
+    /// `auths[group_auth[g] - 1]`, or none when that is 0.
+    auths: Vec<Arc<ClientAuth>>,
+    group_auth: Vec<u16>,
 }
 
 impl CertStore {
@@ -137,12 +146,15 @@ impl CertStore {
             exact.into_iter().map(|(k, s)| (k, intern(s))).collect();
         let wildcard: HashMap<String, Group> =
             wildcard.into_iter().map(|(k, s)| (k, intern(s))).collect();
+        let (auths, group_auth) = client_auth_of_groups(&entries, &groups)?;
         Ok(CertStore {
             entries,
             groups,
             exact,
             wildcard,
             default,
+            auths,
+            group_auth,
         })
     }
 
@@ -152,6 +164,7 @@ impl CertStore {
             key,
             names: Vec::new(),
             source: "certificate".into(),
+            client_auth: None,
         };
         // Invariant: one entry with no names cannot collide; only an unsupported key fails,
         // and callers made the key with a supported algorithm.
@@ -221,6 +234,33 @@ impl CertStore {
         &self.entries
     }
 
+    /// The client-auth setting a handshake for `group` uses, as an index: 0 for none, `i` for
+    /// `client_auths()[i - 1]`. Every certificate of a group has the same one (checked when
+    /// the store is built), so the choice of certificate never changes it.
+    pub fn client_auth_index(&self, group: Group) -> usize {
+        self.group_auth[group.0 as usize] as usize
+    }
+
+    /// Whether some group uses client-auth index `i` (0: none).
+    pub fn client_auth_in_use(&self, i: usize) -> bool {
+        self.group_auth.iter().any(|&a| a as usize == i)
+    }
+
+    /// The distinct client-auth settings in use.
+    pub fn client_auths(&self) -> &[Arc<ClientAuth>] {
+        &self.auths
+    }
+
+    /// The one client-auth index every group uses, when there is one: then a single server
+    /// config serves every handshake.
+    pub fn uniform_client_auth(&self) -> Option<usize> {
+        let first = *self.group_auth.first()?;
+        self.group_auth
+            .iter()
+            .all(|&a| a == first)
+            .then_some(first as usize)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -228,6 +268,45 @@ impl CertStore {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// The distinct client-auth settings, and each group's. Certificates that answer for the same
+/// names must agree: which of them a client gets depends on its signature schemes, and that
+/// must not decide whether it has to show a certificate.
+fn client_auth_of_groups(
+    entries: &[CertEntry],
+    groups: &[Slots],
+) -> Result<(Vec<Arc<ClientAuth>>, Vec<u16>), String> {
+    let mut auths: Vec<Arc<ClientAuth>> = Vec::new();
+    let mut index_of = |a: &Option<Arc<ClientAuth>>| -> Result<u16, String> {
+        let Some(a) = a else { return Ok(0) };
+        let i = match auths.iter().position(|b| **b == **a) {
+            Some(i) => i,
+            None => {
+                auths.push(a.clone());
+                auths.len() - 1
+            }
+        };
+        u16::try_from(i + 1).map_err(|_| "more than 65535 different client CA settings".into())
+    };
+    let mut group_auth = Vec::with_capacity(groups.len());
+    for slots in groups {
+        let mut members = slots.iter().flatten().map(|&i| &entries[i as usize]);
+        // Invariant: every group holds at least one certificate.
+        let first = members.next().expect("non-empty group");
+        let index = index_of(&first.client_auth)?;
+        for other in members {
+            if index_of(&other.client_auth)? != index {
+                return Err(format!(
+                    "{} and {} answer for the same names with different client certificate \
+                     settings (client CA, CRL, required/optional)",
+                    first.source, other.source
+                ));
+            }
+        }
+        group_auth.push(index);
+    }
+    Ok((auths, group_auth))
 }
 
 #[cfg(test)]
@@ -259,6 +338,7 @@ mod tests {
             names: super::super::certs::names(&key),
             key,
             source: src.into(),
+            client_auth: None,
         }
     }
 

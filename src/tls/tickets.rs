@@ -62,10 +62,11 @@ impl MasterSecret {
         Ok(MasterSecret(bytes))
     }
 
-    fn key(&self, window: u32) -> LessSafeKey {
+    fn key(&self, window: u32, context: &[u8]) -> LessSafeKey {
         let prk = Salt::new(HKDF_SHA256, b"tern session ticket key v1").extract(&self.0);
-        let info = window.to_be_bytes();
-        let info = [&info[..]];
+        let window = window.to_be_bytes();
+        // Without a context the info is the window alone, as before contexts existed.
+        let info = [&window[..], context];
         let mut key = Zeroizing::new([0u8; 32]);
         // HKDF-Expand to 32 bytes with SHA-256 cannot fail (the limit is 255 * 32 bytes).
         let okm = prk
@@ -81,6 +82,9 @@ impl MasterSecret {
 #[derive(Debug)]
 pub struct Ticketer {
     master: Arc<MasterSecret>,
+    /// Bound into every key: tickets issued under one context never open under another
+    /// (client authentication settings, see `client_auth`). Empty for none.
+    context: Vec<u8>,
     cache: Mutex<Vec<(u32, KeyHandle)>>,
     rng: SystemRandom,
 }
@@ -95,8 +99,15 @@ impl std::fmt::Debug for KeyHandle {
 
 impl Ticketer {
     pub fn new(master: Arc<MasterSecret>) -> Ticketer {
+        Self::with_context(master, &[])
+    }
+
+    /// A ticketer whose keys are also derived from `context`: another context (or none)
+    /// derives other keys, so its tickets are refused here and a full handshake follows.
+    pub fn with_context(master: Arc<MasterSecret>, context: &[u8]) -> Ticketer {
         Ticketer {
             master,
+            context: context.to_vec(),
             cache: Mutex::new(Vec::new()),
             rng: SystemRandom::new(),
         }
@@ -116,7 +127,7 @@ impl Ticketer {
         if let Some((_, k)) = cache.iter().find(|(w, _)| *w == window) {
             return f(&k.0);
         }
-        cache.push((window, KeyHandle(self.master.key(window))));
+        cache.push((window, KeyHandle(self.master.key(window, &self.context))));
         cache.sort_by_key(|(w, _)| std::cmp::Reverse(*w));
         cache.truncate(2);
         let k = cache.iter().find(|(w, _)| *w == window).map(|(_, k)| &k.0);
@@ -124,7 +135,7 @@ impl Ticketer {
         // case derive it for this one call.
         match k {
             Some(k) => f(k),
-            None => f(&self.master.key(window)),
+            None => f(&self.master.key(window, &self.context)),
         }
     }
 
@@ -200,6 +211,23 @@ mod tests {
         assert_eq!(b.decrypt(&t).unwrap(), b"session state");
         let other = Ticketer::new(Arc::new(MasterSecret::random().unwrap()));
         assert!(other.decrypt(&t).is_none());
+    }
+
+    #[test]
+    fn tickets_do_not_cross_contexts() {
+        let plain = Ticketer::new(master());
+        let a = Ticketer::with_context(master(), &[1; 32]);
+        let a2 = Ticketer::with_context(master(), &[1; 32]);
+        let b = Ticketer::with_context(master(), &[2; 32]);
+        let t = a.encrypt(b"state").unwrap();
+        assert_eq!(
+            a2.decrypt(&t).unwrap(),
+            b"state",
+            "same context, another worker"
+        );
+        assert!(b.decrypt(&t).is_none());
+        assert!(plain.decrypt(&t).is_none());
+        assert!(a.decrypt(&plain.encrypt(b"state").unwrap()).is_none());
     }
 
     #[test]

@@ -85,8 +85,12 @@ impl Tern {
             match tern.lines.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.split("listening on ").nth(1) {
-                        tern.addrs
-                            .push(rest.split_whitespace().next().unwrap().parse().unwrap());
+                        // Text or JSON lines: the address ends at a space or a quote.
+                        let addr: String = rest
+                            .chars()
+                            .take_while(|c| !matches!(c, ' ' | '"' | ',' | '}'))
+                            .collect();
+                        tern.addrs.push(addr.parse().unwrap());
                     }
                     if line.contains("tern ready") {
                         return tern;

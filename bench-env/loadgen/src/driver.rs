@@ -115,7 +115,8 @@ fn server_name(t: &TlsArgs) -> Result<ServerName<'static>, String> {
 /// What every connection task of one thread shares.
 struct Ctx {
     addr: std::net::SocketAddr,
-    cfg: Arc<ClientConfig>,
+    /// None: plain TCP (`--plain`).
+    cfg: Option<Arc<ClientConfig>>,
     name: ServerName<'static>,
     req: &'static [u8],
     body_size: u64,
@@ -144,19 +145,23 @@ async fn conn_task(ctx: Rc<Ctx>, idx: usize) {
             .unwrap_or_default();
     while phase() != STOP {
         let t_conn = Instant::now();
-        let mut conn =
-            match timeout(ctx.timeout, TlsConn::connect(ctx.addr, &ctx.cfg, &ctx.name)).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    c.error(&c.err_connect, "connect/handshake", &e);
-                    sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-                Err(_) => {
-                    c.error(&c.err_timeout, "connect/handshake", &"timed out");
-                    continue;
-                }
-            };
+        let mut conn = match timeout(
+            ctx.timeout,
+            TlsConn::connect(ctx.addr, ctx.cfg.as_ref(), &ctx.name),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                c.error(&c.err_connect, "connect/handshake", &e);
+                sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(_) => {
+                c.error(&c.err_timeout, "connect/handshake", &"timed out");
+                continue;
+            }
+        };
         if phase() == MEASURE {
             c.conns.fetch_add(1, Relaxed);
             if conn.resumed() {
@@ -252,7 +257,7 @@ async fn conn_task(ctx: Rc<Ctx>, idx: usize) {
 fn report_common(t: &TlsArgs, mode: &str) -> serde_json::Value {
     json!({
         "mode": mode, "label": t.label, "target": t.target.to_string(), "tls": t.tls,
-        "group": t.group, "cipher": t.cipher, "resume": t.resume, "verify_sig": t.verify_sig,
+        "plain": t.plain, "group": t.group, "cipher": t.cipher, "resume": t.resume, "verify_sig": t.verify_sig,
         "path": t.path,
     })
 }
@@ -274,6 +279,7 @@ pub fn run(a: RunArgs) -> Result<bool, String> {
         return Err("--conns and --threads must be >= 1, and --conns >= --threads".into());
     }
     let (cfg, store) = client_config(&opts(t)?)?;
+    let cfg = (!t.plain).then_some(cfg);
     let name = server_name(t)?;
     let close = a.reqs_per_conn == 1;
     let req: &'static [u8] = Box::leak(
@@ -441,6 +447,7 @@ pub fn idle(a: IdleArgs) -> Result<bool, String> {
         return Err("--conns and --parallel must be >= 1".into());
     }
     let (cfg, _store) = client_config(&opts(t)?)?;
+    let cfg = (!t.plain).then_some(cfg);
     let name = server_name(t)?;
     let req: &'static [u8] =
         Box::leak(http::build_request("GET", &t.path, &t.sni, 0, false).into_boxed_slice());
@@ -481,7 +488,7 @@ pub fn idle(a: IdleArgs) -> Result<bool, String> {
                         monoio::spawn(async move {
                             while next.fetch_add(1, Relaxed) < total {
                                 let r = timeout(to, async {
-                                    let mut c = TlsConn::connect(addr, &cfg, &name).await?;
+                                    let mut c = TlsConn::connect(addr, cfg.as_ref(), &name).await?;
                                     c.send(req).await?;
                                     http::read_response(&mut c).await?;
                                     Ok::<TlsConn, io::Error>(c)

@@ -38,6 +38,9 @@ enum Cmd {
     Idle(IdleArgs),
     /// Print CPU seconds and RSS of the process tree rooted at PID, as JSON.
     Treestat { pid: u32 },
+    /// Write N self-signed ECDSA certificates (host<i>.example, one PEM file each: chain and
+    /// key) into DIR, for measuring start-up and reload with many certificates.
+    Gencerts { dir: std::path::PathBuf, n: usize },
 }
 
 #[derive(Args, Clone)]
@@ -60,6 +63,9 @@ pub struct TlsArgs {
     /// Keep and offer session tickets (TLS 1.3) / sessions (TLS 1.2), shared by all connections.
     #[arg(long)]
     pub resume: bool,
+    /// Plain HTTP over TCP, no TLS (the plaintext reference rows: a forwarder without TLS).
+    #[arg(long)]
+    pub plain: bool,
     /// Check the server's handshake signature (costs client CPU; the chain is never checked).
     #[arg(long)]
     pub verify_sig: bool,
@@ -152,6 +158,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Run(a) => driver::run(a),
         Cmd::Idle(a) => driver::idle(a),
+        Cmd::Gencerts { dir, n } => gencerts(&dir, n),
         Cmd::Treestat { pid } => procstat::tree(pid)
             .map(|t| {
                 println!(
@@ -175,4 +182,38 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `gencerts`: many distinct certificates, made in parallel (a few seconds for 10,000).
+fn gencerts(dir: &std::path::Path, n: usize) -> Result<bool, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || -> Result<(), String> {
+                    for i in (t..n).step_by(threads) {
+                        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+                        let name = format!("host{i}.example");
+                        let cert = rcgen::CertificateParams::new(vec![name.clone()])
+                            .and_then(|p| p.self_signed(&key))
+                            .map_err(|e| e.to_string())?;
+                        let path = dir.join(format!("{i:05}.pem"));
+                        std::fs::write(&path, format!("{}{}", cert.pem(), key.serialize_pem()))
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("generator panicked".into()))
+        })
+    })?;
+    println!(
+        "{}",
+        serde_json::json!({ "dir": dir.display().to_string(), "certs": n })
+    );
+    Ok(true)
 }

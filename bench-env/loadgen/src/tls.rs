@@ -1,5 +1,6 @@
 //! Client TLS: the rustls config the load generator offers, and a small adapter that drives a
-//! `rustls::ClientConnection` over a monoio `TcpStream`.
+//! `rustls::ClientConnection` over a monoio `TcpStream` (or, with `--plain`, moves plain HTTP
+//! bytes over it, for the plaintext reference rows).
 //!
 //! Why our own adapter rather than monoio-rustls: monoio-rustls keeps the `ClientConnection`
 //! private (so a handshake cannot be seen to have resumed) and drops error causes. This one is
@@ -77,6 +78,12 @@ pub fn client_config(o: &ClientOpts) -> Result<(Arc<ClientConfig>, Arc<CountingS
         kx_groups: vec![group],
         ..aws_lc_rs::default_provider()
     });
+    // aws-lc seeds its random generator on first use (jitterentropy: 30-50 ms, more on a busy
+    // machine): do it now, not inside the first handshake of a short measured window.
+    provider
+        .secure_random
+        .fill(&mut [0u8; 16])
+        .map_err(|_| "cannot get random bytes".to_string())?;
     let versions: &[&rustls::SupportedProtocolVersion] = if o.tls12 {
         &[&rustls::version::TLS12]
     } else {
@@ -252,10 +259,11 @@ impl ClientSessionStore for CountingStore {
 const READ_BUF: usize = 64 * 1024;
 
 /// A TLS client connection over a monoio TCP stream. Decrypted bytes collect in `plain`; the
-/// caller consumes them (and must, between fills, or `plain` grows).
+/// caller consumes them (and must, between fills, or `plain` grows). Without TLS (`--plain`)
+/// the bytes read are the plaintext.
 pub struct TlsConn {
     tcp: TcpStream,
-    tls: ClientConnection,
+    tls: Option<ClientConnection>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     pub plain: Vec<u8>,
@@ -264,14 +272,20 @@ pub struct TlsConn {
 }
 
 impl TlsConn {
+    /// `cfg: None`: plain TCP, no handshake.
     pub async fn connect(
         addr: SocketAddr,
-        cfg: &Arc<ClientConfig>,
+        cfg: Option<&Arc<ClientConfig>>,
         name: &ServerName<'static>,
     ) -> io::Result<TlsConn> {
         let tcp = TcpStream::connect_addr(addr).await?;
         tcp.set_nodelay(true)?;
-        let tls = ClientConnection::new(cfg.clone(), name.clone()).map_err(io::Error::other)?;
+        let tls = match cfg {
+            Some(cfg) => {
+                Some(ClientConnection::new(cfg.clone(), name.clone()).map_err(io::Error::other)?)
+            }
+            None => None,
+        };
         let mut c = TlsConn {
             tcp,
             tls,
@@ -280,9 +294,9 @@ impl TlsConn {
             plain: Vec::with_capacity(16 * 1024),
             closed: false,
         };
-        while c.tls.is_handshaking() {
+        while c.handshaking() {
             c.flush().await?;
-            if !c.tls.is_handshaking() {
+            if !c.handshaking() {
                 break;
             }
             if c.fill().await? == 0 {
@@ -296,21 +310,27 @@ impl TlsConn {
         Ok(c)
     }
 
+    fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+    }
+
     /// The server has sent close_notify (it may still be waiting for ours before its FIN).
     pub fn peer_closed(&self) -> bool {
         self.closed
     }
 
     pub fn resumed(&self) -> bool {
-        self.tls.handshake_kind() == Some(HandshakeKind::Resumed)
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.handshake_kind() == Some(HandshakeKind::Resumed))
     }
 
     /// Write every queued TLS record to the socket.
     pub async fn flush(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
+        while let Some(tls) = self.tls.as_mut().filter(|t| t.wants_write()) {
             let mut buf = std::mem::take(&mut self.wbuf);
             buf.clear();
-            self.tls.write_tls(&mut buf)?;
+            tls.write_tls(&mut buf)?;
             let (res, buf) = self.tcp.write_all(buf).await;
             self.wbuf = buf;
             res?;
@@ -320,8 +340,16 @@ impl TlsConn {
 
     /// Encrypt and send all of `data`.
     pub async fn send(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let n = self.tls.writer().write(data)?;
+        if self.tls.is_none() {
+            let mut buf = std::mem::take(&mut self.wbuf);
+            buf.clear();
+            buf.extend_from_slice(data);
+            let (res, buf) = self.tcp.write_all(buf).await;
+            self.wbuf = buf;
+            return res.map(|_| ());
+        }
+        while let Some(tls) = self.tls.as_mut().filter(|_| !data.is_empty()) {
+            let n = tls.writer().write(data)?;
             data = &data[n..];
             self.flush().await?;
         }
@@ -331,6 +359,9 @@ impl TlsConn {
     /// Read once from the socket, decrypt, and append the plaintext to `plain`. Returns the number
     /// of TLS bytes read; 0 means the peer closed (FIN, or close_notify).
     pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.tls.is_none() {
+            return self.fill_plain().await;
+        }
         let mut buf = std::mem::take(&mut self.rbuf);
         buf.clear();
         let (res, buf) = self.tcp.read(buf).await;
@@ -340,22 +371,21 @@ impl TlsConn {
             return Ok(0);
         }
         let mut off = 0;
-        while off < n {
+        while let Some(tls) = self.tls.as_mut().filter(|_| off < n) {
             let mut rd = &self.rbuf[off..n];
-            let k = self.tls.read_tls(&mut rd)?;
+            let k = tls.read_tls(&mut rd)?;
             if k == 0 {
                 return Err(io::Error::other("rustls accepted no bytes"));
             }
             off += k;
-            let st = self
-                .tls
+            let st = tls
                 .process_new_packets()
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             self.closed |= st.peer_has_closed();
             self.drain_plaintext()?;
         }
         // Handshake messages (e.g. the client's reply to a KeyUpdate) may be due.
-        if self.tls.wants_write() && !self.tls.is_handshaking() {
+        if self.tls.as_ref().is_some_and(|t| t.wants_write()) && !self.handshaking() {
             self.flush().await?;
         }
         Ok(if self.closed && self.plain.is_empty() {
@@ -365,8 +395,30 @@ impl TlsConn {
         })
     }
 
+    /// Plain TCP: read once, appending to `plain` (straight into it when it is empty, as it is
+    /// while a body is being counted and dropped). 0 means the peer closed.
+    async fn fill_plain(&mut self) -> io::Result<usize> {
+        if self.plain.is_empty() {
+            let mut buf = std::mem::take(&mut self.plain);
+            buf.reserve(READ_BUF);
+            let (res, buf) = self.tcp.read(buf).await;
+            self.plain = buf;
+            return res;
+        }
+        let mut buf = std::mem::take(&mut self.rbuf);
+        buf.clear();
+        let (res, buf) = self.tcp.read(buf).await;
+        self.rbuf = buf;
+        let n = res?;
+        self.plain.extend_from_slice(&self.rbuf[..n]);
+        Ok(n)
+    }
+
     fn drain_plaintext(&mut self) -> io::Result<()> {
-        let mut rd = self.tls.reader();
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        let mut rd = tls.reader();
         loop {
             match rd.fill_buf() {
                 Ok([]) => return Ok(()),
@@ -385,7 +437,9 @@ impl TlsConn {
 
     /// Send close_notify (best effort).
     pub async fn close_notify(&mut self) {
-        self.tls.send_close_notify();
-        let _ = self.flush().await;
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = self.flush().await;
+        }
     }
 }
