@@ -2,13 +2,16 @@
 //!
 //! Reads wait for readiness before taking a buffer from the pool, and a partial record waits
 //! in a small heap copy, so a client that connects and stalls holds no pooled buffer while the
-//! handshake timeout runs.
+//! handshake timeout runs. A client flight larger than one pooled buffer (a ClientHello with
+//! thousands of extensions) is gathered in a heap buffer up to [`MAX_HANDSHAKE_INPUT`]. A
+//! refused handshake ends with the alert saying why, a FIN, and a bounded drain of the input.
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::bufpool::{BufPool, PoolBuf};
@@ -63,49 +66,70 @@ impl fmt::Display for HandshakeError {
     }
 }
 
+/// The most client handshake bytes held at once: rustls joins handshake messages of up to
+/// 64 KiB (a ClientHello with many extensions, as tlsfuzzer sends), and a message that size
+/// arrives as several records. Past one pooled buffer they wait in a heap buffer, grown only
+/// for such a client.
+const MAX_HANDSHAKE_INPUT: usize = 0xffff + 4 + 16 * 1024;
+/// A refused client may still be sending (a ClientHello of megabytes, say); tern reads and
+/// drops it until the client closes, goes quiet for [`LINGER_IDLE`], or [`LINGER_MAX`] has
+/// passed (all within the handshake timeout). Closing with unread input would reset the
+/// connection, and the reset can destroy the alert before the client reads it.
+const LINGER_IDLE: Duration = Duration::from_secs(1);
+const LINGER_MAX: Duration = Duration::from_secs(5);
+const DECODE_ERROR: u8 = 50;
+
+/// Received handshake bytes not yet consumed: `buf[start..]`.
+enum Input {
+    None,
+    Pooled(PoolBuf),
+    /// A flight larger than one pooled buffer.
+    Heap(Vec<u8>),
+}
+
 /// Drives the handshake to completion.
 pub async fn run(
     stream: &mut TcpStream,
     mut accepting: Accepting,
     pool: &BufPool,
 ) -> Result<(Established, Carry), HandshakeError> {
-    // Received bytes not yet consumed: in a pooled buffer at [start..len], or parked in a
-    // small heap copy while waiting for the rest.
-    let mut inb: Option<PoolBuf> = None;
+    // Received bytes not yet consumed: in `input` at [start..], or parked in a small heap
+    // copy while waiting for the rest.
+    let mut input = Input::None;
     let mut start = 0;
     let mut parked: Vec<u8> = Vec::new();
     let mut reads = 0u32;
     loop {
         let mut out = pool.get();
-        let stepped = match inb.as_mut() {
-            Some(b) => {
+        let stepped = match &mut input {
+            Input::Pooled(b) => {
                 let len = b.len();
                 accepting.step(&mut b.space()[start..len], out.space())
             }
-            None => accepting.step(&mut [], out.space()),
+            Input::Heap(v) => accepting.step(&mut v[start..], out.space()),
+            Input::None => accepting.step(&mut [], out.space()),
         };
         let (consumed, step) = match stepped {
             Ok(s) => s,
-            Err(e) => {
+            Err(refusal) => {
                 let plain_http =
-                    reads == 1 && inb.as_ref().is_some_and(|b| looks_like_http(b.filled()));
+                    reads == 1 && matches!(&input, Input::Pooled(b) if looks_like_http(b.filled()));
                 let n = if plain_http {
                     out.space()[..PLAIN_HTTP_REPLY.len()].copy_from_slice(PLAIN_HTTP_REPLY);
                     PLAIN_HTTP_REPLY.len()
                 } else {
-                    // rustls queued an alert saying why; send it, best effort.
-                    accepting.alert(out.space())
+                    // The rest of the flight and the alert saying why.
+                    refusal.send
                 };
-                out.set_filled(n);
-                let (_, out) = stream.write_all(out).await;
-                pool.put(out);
-                if let Some(b) = inb {
+                if let Input::Pooled(b) = input {
                     pool.put(b);
                 }
+                out.set_filled(n);
+                close_after(stream, out, pool).await;
                 return Err(if plain_http {
                     HandshakeError::PlainHttp
                 } else {
-                    HandshakeError::Tls(e)
+                    HandshakeError::Tls(refusal.error)
                 });
             }
         };
@@ -116,7 +140,7 @@ pub async fn run(
                 let (res, out) = stream.write_all(out).await;
                 pool.put(out);
                 if let Err(e) = res {
-                    if let Some(b) = inb {
+                    if let Input::Pooled(b) = input {
                         pool.put(b);
                     }
                     return Err(HandshakeError::Io(e));
@@ -125,8 +149,11 @@ pub async fn run(
             }
             Step::Done => {
                 pool.put(out);
+                let carry = match into_carry(input, start, pool) {
+                    Ok(carry) => carry,
+                    Err(e) => return Err(HandshakeError::Io(e)),
+                };
                 let established = accepting.finish().map_err(HandshakeError::Tls);
-                let carry = Carry { buf: inb, start };
                 return match established {
                     Ok(e) => Ok((e, carry)),
                     Err(e) => {
@@ -140,42 +167,123 @@ pub async fn run(
             Step::NeedMore => pool.put(out),
         }
         // Park what is left, give the buffer back, wait for the peer, then read.
-        if let Some(b) = inb.take() {
-            parked.clear();
-            parked.extend_from_slice(&b.filled()[start..]);
-            pool.put(b);
+        match std::mem::replace(&mut input, Input::None) {
+            Input::Pooled(b) => {
+                parked.clear();
+                parked.extend_from_slice(&b.filled()[start..]);
+                pool.put(b);
+            }
+            Input::Heap(mut v) => {
+                v.drain(..start);
+                parked = v;
+            }
+            Input::None => {}
         }
+        start = 0;
         if let Err(e) = stream.readable(false).await {
             return Err(HandshakeError::Io(e));
         }
-        let mut b = pool.get();
-        if parked.len() >= b.capacity() {
-            pool.put(b);
+        let read = if parked.len() < pool.size() {
+            let mut b = pool.get();
+            b.space()[..parked.len()].copy_from_slice(&parked);
+            b.set_filled(parked.len());
+            let at = parked.len();
+            let (res, slice) = stream.read(b.slice_mut(at..)).await;
+            let b = slice.into_inner();
+            (res, Input::Pooled(b))
+        } else if parked.len() < MAX_HANDSHAKE_INPUT {
+            // Read into the heap buffer itself, at most up to the bound.
+            let mut v = std::mem::take(&mut parked);
+            v.reserve_exact((MAX_HANDSHAKE_INPUT - v.len()).min(pool.size()));
+            let (at, end) = (v.len(), v.capacity().min(MAX_HANDSHAKE_INPUT));
+            let (res, slice) = stream.read(v.slice_mut(at..end)).await;
+            (res, Input::Heap(slice.into_inner()))
+        } else {
+            let mut out = pool.get();
+            let n = accepting.refuse(DECODE_ERROR, out.space());
+            out.set_filled(n);
+            close_after(stream, out, pool).await;
             return Err(HandshakeError::Io(io::Error::other(
-                "handshake message too large",
+                "client handshake messages larger than 80 KiB",
             )));
-        }
-        b.space()[..parked.len()].copy_from_slice(&parked);
-        b.set_filled(parked.len());
-        let at = parked.len();
-        let (res, slice) = stream.read(b.slice_mut(at..)).await;
-        let b = slice.into_inner();
-        start = 0;
-        match res {
-            Ok(0) => {
-                pool.put(b);
+        };
+        match read {
+            (Ok(0), input) => {
+                if let Input::Pooled(b) = input {
+                    pool.put(b);
+                }
                 return Err(HandshakeError::Eof);
             }
-            Ok(_) => {
+            (Ok(_), got) => {
                 reads += 1;
-                inb = Some(b);
+                input = got;
             }
-            Err(e) => {
-                pool.put(b);
+            (Err(e), input) => {
+                if let Input::Pooled(b) = input {
+                    pool.put(b);
+                }
                 return Err(HandshakeError::Io(e));
             }
         }
     }
+}
+
+/// The bytes after the handshake, for the connection loops: they take a pooled buffer.
+fn into_carry(input: Input, start: usize, pool: &BufPool) -> io::Result<Carry> {
+    match input {
+        Input::None => Ok(Carry {
+            buf: None,
+            start: 0,
+        }),
+        Input::Pooled(b) => Ok(Carry {
+            buf: Some(b),
+            start,
+        }),
+        Input::Heap(v) => {
+            let rest = &v[start..];
+            let mut b = pool.get();
+            if rest.len() > b.capacity() {
+                pool.put(b);
+                return Err(io::Error::other("too much data after the handshake"));
+            }
+            b.space()[..rest.len()].copy_from_slice(rest);
+            b.set_filled(rest.len());
+            Ok(Carry {
+                buf: Some(b),
+                start: 0,
+            })
+        }
+    }
+}
+
+/// Sends `out` (the refusal), then closes gracefully: FIN, then reads and drops what the
+/// client still sends (see [`LINGER_IDLE`]). Each read waits for readiness first, so a
+/// lingering client holds no buffer while it is quiet.
+async fn close_after(stream: &mut TcpStream, out: PoolBuf, pool: &BufPool) {
+    if out.is_empty() {
+        pool.put(out);
+        return;
+    }
+    let (res, out) = stream.write_all(out).await;
+    pool.put(out);
+    if res.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        loop {
+            match monoio::time::timeout(LINGER_IDLE, stream.readable(false)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            let (res, b) = stream.read(pool.get()).await;
+            pool.put(b);
+            if !matches!(res, Ok(n) if n > 0) {
+                return;
+            }
+        }
+    };
+    // A read the timeout calls off keeps its buffer; the pool makes another when asked.
+    let _ = monoio::time::timeout(LINGER_MAX, drain).await;
 }
 
 const PLAIN_HTTP_REPLY: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\

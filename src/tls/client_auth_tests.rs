@@ -207,11 +207,10 @@ fn handshake_in(server: &ServerTls, cfg: &Arc<ClientConfig>, name: &str, chunk: 
                     Step::Done => break,
                 }
             }
-            Err(e) => {
-                let n = accepting.alert(&mut out);
-                let client = deliver(&mut client, &out[..n]);
+            Err(refusal) => {
+                let client = deliver(&mut client, &out[..refusal.send]);
                 return Outcome {
-                    server: Err(e),
+                    server: Err(refusal.error),
                     client,
                 };
             }

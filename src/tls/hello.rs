@@ -133,12 +133,17 @@ fn server_name(data: &[u8]) -> Option<String> {
         let name = list.vec16()?;
         if kind == 0 {
             let name = std::str::from_utf8(name).ok()?;
+            // One trailing dot (the root) is allowed; every label must be 1-63 bytes.
+            let name = name.strip_suffix('.').unwrap_or(name);
             let ok = !name.is_empty()
                 && name.len() <= 253
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-            return ok.then(|| name.trim_end_matches('.').to_ascii_lowercase());
+                && name.split('.').all(|label| {
+                    (1..=63).contains(&label.len())
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            return ok.then(|| name.to_ascii_lowercase());
         }
     }
     None
@@ -271,6 +276,15 @@ mod tests {
         };
         assert_eq!(h(&[(0, sni(b"x.test."))]).sni.as_deref(), Some("x.test"));
         assert_eq!(h(&[(0, sni(b"bad name"))]).sni, None);
+        // Found by fuzzing: names of dots only, or with an empty label.
+        for bad in [&b"..."[..], b".", b"x..", b"a..b", b".a"] {
+            assert_eq!(
+                h(&[(0, sni(bad))]).sni,
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod client_auth;
 pub mod hello;
 pub mod identity;
 pub mod policy;
+mod posthandshake;
 pub mod record;
 mod session;
 pub mod store;
@@ -30,7 +31,9 @@ pub use client_auth::{ClientAuth, ClientAuthMode};
 pub use identity::{ClientCert, ClientIdentity};
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub use rustls::sign::CertifiedKey;
-pub use session::{Accepting, Control, Established, Rx, RxEvent, SessionInfo, Step, TlsError, Tx};
+pub use session::{
+    Accepting, Control, Established, Refusal, Rx, RxEvent, SessionInfo, Step, TlsError, Tx,
+};
 
 /// The one crypto provider tern uses (aws-lc-rs), with its default, safe choice of suites and
 /// groups (X25519MLKEM768 first, then X25519, P-256, P-384).

@@ -60,6 +60,10 @@ pub enum RecordError {
     Overflow,
     /// A record that cannot appear here (unknown type, plaintext after keys, no content type).
     Unexpected(&'static str),
+    /// A message that cannot be parsed (e.g. a KeyUpdate of the wrong length).
+    Decode(&'static str),
+    /// A message that parses but carries a value out of range (e.g. a KeyUpdate request).
+    Illegal(&'static str),
     /// The sequence number space is used up; the connection must end.
     Exhausted,
     /// The output buffer cannot hold even one record.
@@ -73,6 +77,8 @@ impl RecordError {
             RecordError::BadRecordMac => 20,
             RecordError::Overflow => 22,
             RecordError::Unexpected(_) => 10,
+            RecordError::Decode(_) => 50,
+            RecordError::Illegal(_) => 47,
             RecordError::Exhausted | RecordError::NoRoom => 80,
         }
     }
@@ -84,6 +90,8 @@ impl fmt::Display for RecordError {
             RecordError::BadRecordMac => f.write_str("record failed authentication"),
             RecordError::Overflow => f.write_str("record too long"),
             RecordError::Unexpected(what) => write!(f, "unexpected record: {what}"),
+            RecordError::Decode(what) => write!(f, "malformed message: {what}"),
+            RecordError::Illegal(what) => write!(f, "illegal value: {what}"),
             RecordError::Exhausted => f.write_str("record sequence numbers exhausted"),
             RecordError::NoRoom => f.write_str("no room for a record"),
         }
@@ -433,6 +441,11 @@ impl Opener {
         let mut plain = body_start..body_start + plain_len;
         let mut typ = typ;
         if self.how == Construction::Tls13 {
+            // RFC 8446 §5.4: TLSInnerPlaintext (content, type byte and padding) is at most
+            // 2^14 + 1 bytes; padding does not buy room past that.
+            if plain.len() > MAX_FRAGMENT + 1 {
+                return Err(RecordError::Overflow);
+            }
             // Strip the zero padding; the last non-zero byte is the real content type.
             let inner = &buf[plain.clone()];
             let Some(at) = inner.iter().rposition(|&b| b != 0) else {
@@ -546,6 +559,40 @@ mod tests {
         wire.extend(&zeros);
         wire.extend(tag.as_ref());
         assert!(matches!(o.open(&mut wire), Err(RecordError::Unexpected(_))));
+    }
+
+    /// A TLS 1.3 record around `inner` (content ‖ type ‖ padding) as a client would seal it.
+    fn tls13_record(inner: &[u8], seq: u64) -> Vec<u8> {
+        let mut body = inner.to_vec();
+        let len = (body.len() + TAG_LEN) as u16;
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce_for(&[9u8; 12], seq)),
+                Aad::from(&header[..]),
+                &mut body,
+            )
+            .unwrap();
+        [&header[..], &body, tag.as_ref()].concat()
+    }
+
+    #[test]
+    fn tls13_inner_plaintext_over_2_14_plus_1_is_an_overflow_even_as_padding() {
+        let s = secrets(false);
+        let mut o = Opener::new(Version::Tls13, 0, &s, u64::MAX).unwrap();
+        // 2^14 - 1 bytes of data, the type and one byte of padding: 2^14 + 1, the most allowed.
+        let mut inner = vec![b'x'; MAX_FRAGMENT - 1];
+        inner.extend([APPLICATION_DATA, 0]);
+        let opened = o.open(&mut tls13_record(&inner, 0)).unwrap().unwrap();
+        assert_eq!(opened.plain.len(), MAX_FRAGMENT - 1);
+        // 2^14 - 8 bytes of data, the type and 9 bytes of padding: one byte too many
+        // (tlsfuzzer's test-tls13-record-layer-limits), though the data alone would fit.
+        let mut inner = vec![b'x'; MAX_FRAGMENT - 8];
+        inner.push(APPLICATION_DATA);
+        inner.extend([0u8; 9]);
+        let err = o.open(&mut tls13_record(&inner, 1)).unwrap_err();
+        assert_eq!((err.clone(), err.alert()), (RecordError::Overflow, 22));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rustls::{ConnectionTrafficSecrets, ServerConfig};
 
 use super::hello::{self, Hello, Peek};
 use super::identity::{ClientCert, ClientIdentity};
+use super::posthandshake::{Asked, Joiner};
 use super::record::{self, Opener, RecordError, Sealer, Version};
 
 /// Why a TLS session failed; the cause is kept whole so it reaches the log line.
@@ -80,8 +81,8 @@ pub(super) fn record_resolved(r: Resolved) {
     RESOLVED.with(|s| *s.borrow_mut() = Some(r));
 }
 
-/// A fatal `unrecognized_name` alert in a plaintext record (sent before any key exists).
-const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 112];
+/// RFC 6066 §3's alert for a server name no certificate covers (`--strict-sni`).
+const UNRECOGNIZED_NAME: u8 = 112;
 
 /// What to do after [`Accepting::step`].
 #[derive(Debug, PartialEq, Eq)]
@@ -104,12 +105,13 @@ pub struct Accepting {
     /// Application data rustls decrypted before the hand-over (sent in the same flight as the
     /// client's Finished).
     early: Vec<u8>,
-    /// The name the certificate resolver saw (full handshakes only).
+    /// The name the certificate resolver saw.
     sni: Option<String>,
     /// The ClientHello as tern read it before rustls (`None` until it is all here, or when it
     /// could not be read; rustls then has the last word).
     hello: Option<Hello>,
     hello_done: bool,
+    /// `--strict-sni` refused the name.
     unrecognized: bool,
     /// Certificates with different client-auth settings: the config is chosen by the
     /// ClientHello's name once it is all here, before rustls is shown a byte (`conn` is the
@@ -117,7 +119,31 @@ pub struct Accepting {
     choose: Option<Arc<super::Configs>>,
     /// The config asks for a client certificate.
     asks_cert: bool,
+    /// rustls has produced handshake records: from here on its alerts are protected (TLS 1.3)
+    /// or follow its ServerHello, so tern cannot write one of its own.
+    sent: bool,
+    /// Bytes past the consumed point that rustls has been shown (see `advance`).
+    shown: usize,
 }
+
+/// A failed handshake: why, and how many bytes at the start of `out` to send before closing
+/// (any part of the flight not sent yet, then the alert saying why, when there is one).
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: TlsError,
+    pub send: usize,
+}
+
+/// Which alert a refusal may carry when rustls queued none.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Own {
+    /// The peer closed or sent an alert: nothing to tell it.
+    Silent,
+    /// Say why in a plaintext alert, if nothing has been sent yet.
+    Alert,
+}
+
+const ALERT_FATAL: u8 = 2;
 
 impl Accepting {
     /// `(config, asks_cert)`: the config to start with, and whether it asks for a client
@@ -135,9 +161,10 @@ impl Accepting {
             unrecognized: false,
             choose,
             asks_cert,
+            sent: false,
+            shown: 0,
         })
     }
-
     /// With per-certificate client authentication: waits for the whole ClientHello, then
     /// starts rustls on the config of the name it asks for. `false`: not all here yet.
     fn choose_config(&mut self, incoming: &[u8]) -> Result<bool, TlsError> {
@@ -185,13 +212,37 @@ impl Accepting {
 
     /// Advances the handshake over the received, not yet consumed bytes in `incoming`
     /// (decrypted in place), writing records to send into `out` (at least 32 KiB). Returns how
-    /// many bytes of `incoming` were consumed, and what to do next.
-    pub fn step(&mut self, incoming: &mut [u8], out: &mut [u8]) -> Result<(usize, Step), TlsError> {
-        if !self.choose_config(incoming)? {
-            return Ok((0, Step::NeedMore));
+    /// many bytes of `incoming` were consumed, and what to do next; or, when the handshake
+    /// fails, what to send before closing.
+    pub fn step(&mut self, incoming: &mut [u8], out: &mut [u8]) -> Result<(usize, Step), Refusal> {
+        match self.choose_config(incoming) {
+            Ok(true) => {}
+            Ok(false) => return Ok((0, Step::NeedMore)),
+            Err(e) => return Err(self.refusal(e, Own::Alert, out, 0)),
         }
+        let mut end = self.shown.min(incoming.len());
+        let stepped = self.advance(incoming, out, &mut end);
+        if let Ok((consumed, _)) = &stepped {
+            self.shown = end - consumed;
+        }
+        stepped
+    }
+
+    /// [`step`](Self::step), showing rustls `incoming[..end]` and moving `end` on one whole
+    /// record at a time, only when rustls has used what it was shown. Otherwise, given a
+    /// client's Finished and the records after it in one buffer, rustls goes on to open those
+    /// itself under the new keys, and fails on a bad one without the alert tern's own record
+    /// layer would send. `end` stays on a record boundary; an incomplete record after it is
+    /// shown too (rustls takes nothing from it, but refuses a header that is not TLS at once).
+    fn advance(
+        &mut self,
+        incoming: &mut [u8],
+        out: &mut [u8],
+        end: &mut usize,
+    ) -> Result<(usize, Step), Refusal> {
         let mut consumed = 0;
         let mut produced = 0;
+        let mut tail = false;
         loop {
             if !self.conn.is_handshaking() && !self.conn.wants_write() {
                 // Stop here: records after the handshake are ours to open.
@@ -205,21 +256,35 @@ impl Accepting {
             if produced > 0 && out.len() - produced < MAX_CHUNK {
                 return Ok((consumed, Step::Send(produced)));
             }
+            let visible = if tail { incoming.len() } else { *end };
             self.peek_hello(&incoming[consumed..]);
-            let status = self.conn.process_tls_records(&mut incoming[consumed..]);
+            let status = self
+                .conn
+                .process_tls_records(&mut incoming[consumed..visible]);
             if let Some(r) = RESOLVED.with(|s| s.borrow_mut().take()) {
                 self.sni = r.sni;
                 self.unrecognized = r.unrecognized;
             }
             let discard = status.discard;
-            let state = status.state.map_err(TlsError::Protocol)?;
-            match state {
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    let e = TlsError::Protocol(e);
+                    return Err(self.refusal(e, Own::Alert, out, produced));
+                }
+            };
+            let failed = match state {
                 ConnectionState::EncodeTlsData(mut e) => match e.encode(&mut out[produced..]) {
-                    Ok(n) => produced += n,
+                    Ok(n) => {
+                        produced += n;
+                        self.sent = true;
+                        None
+                    }
                     Err(EncodeError::InsufficientSize(_)) | Err(EncodeError::AlreadyEncoded) => {
-                        return Err(TlsError::Protocol(rustls::Error::General(
-                            "handshake record larger than the output buffer".into(),
-                        )))
+                        Some((
+                            general("handshake record larger than the output buffer"),
+                            Own::Alert,
+                        ))
                     }
                 },
                 ConnectionState::TransmitTlsData(t) => {
@@ -229,6 +294,18 @@ impl Accepting {
                 }
                 ConnectionState::BlockedHandshake => {
                     consumed += discard;
+                    match Opener::record_len(&incoming[*end..]) {
+                        Some(len) if *end + len <= incoming.len() => {
+                            *end += len;
+                            tail = false;
+                            continue;
+                        }
+                        _ if !tail && *end < incoming.len() => {
+                            tail = true;
+                            continue;
+                        }
+                        _ => {}
+                    }
                     let step = if produced > 0 {
                         Step::Send(produced)
                     } else {
@@ -237,15 +314,29 @@ impl Accepting {
                     return Ok((consumed, step));
                 }
                 ConnectionState::ReadTraffic(mut r) => {
+                    let mut failed = None;
                     while let Some(rec) = r.next_record() {
-                        let rec = rec.map_err(TlsError::Protocol)?;
-                        if self.early.len() + rec.payload.len() > 2 * record::MAX_FRAGMENT {
-                            return Err(TlsError::Protocol(rustls::Error::General(
-                                "too much data before the handshake finished".into(),
-                            )));
+                        match rec {
+                            Ok(rec)
+                                if self.early.len() + rec.payload.len()
+                                    <= 2 * record::MAX_FRAGMENT =>
+                            {
+                                self.early.extend_from_slice(rec.payload)
+                            }
+                            Ok(_) => {
+                                failed = Some((
+                                    general("too much data before the handshake finished"),
+                                    Own::Alert,
+                                ));
+                                break;
+                            }
+                            Err(e) => {
+                                failed = Some((TlsError::Protocol(e), Own::Alert));
+                                break;
+                            }
                         }
-                        self.early.extend_from_slice(rec.payload);
                     }
+                    failed
                 }
                 ConnectionState::WriteTraffic(_) => {
                     // Handshake done, nothing to send; the top of the loop returns.
@@ -256,44 +347,77 @@ impl Accepting {
                     continue;
                 }
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    return Err(TlsError::Protocol(rustls::Error::General(
-                        "peer closed during the handshake".into(),
-                    )))
+                    Some((general("peer closed during the handshake"), Own::Silent))
                 }
                 // 0-RTT is not enabled; anything else is a future rustls state.
-                _ => {
-                    return Err(TlsError::Protocol(rustls::Error::General(
-                        "unexpected handshake state".into(),
-                    )))
-                }
-            }
+                _ => Some((general("unexpected handshake state"), Own::Alert)),
+            };
             consumed += discard;
+            if let Some((e, own)) = failed {
+                return Err(self.refusal(e, own, out, produced));
+            }
         }
     }
 
-    /// After a failed `step`: the alert rustls queued, encoded into `out` (best effort).
-    pub fn alert(&mut self, out: &mut [u8]) -> usize {
+    /// After rustls failed: the alert it queued, encoded after the `produced` bytes of `out`
+    /// still to send. rustls is asked only while it has records queued: then it hands them
+    /// over before looking at any input. Otherwise it would parse input again, and its
+    /// offsets into a fragmented handshake message may no longer match the buffer (an index
+    /// out of range), or it would fail a second time (a debug assertion). When it queued
+    /// nothing and nothing has been sent yet, tern writes a plaintext alert itself: rustls
+    /// 0.23 leaves some record-level errors (records interleaved with a fragmented
+    /// ClientHello, runs of empty records) without one.
+    fn refusal(
+        &mut self,
+        error: TlsError,
+        own: Own,
+        out: &mut [u8],
+        mut produced: usize,
+    ) -> Refusal {
         if self.unrecognized {
-            // rustls would say access_denied; RFC 6066 §3 wants unrecognized_name.
-            out[..UNRECOGNIZED_NAME_ALERT.len()].copy_from_slice(&UNRECOGNIZED_NAME_ALERT);
-            return UNRECOGNIZED_NAME_ALERT.len();
+            // rustls would say access_denied for a name the resolver refused; RFC 6066 wants
+            // unrecognized_name, and nothing has been sent yet (the resolver runs on the
+            // ClientHello), so tern says it in plaintext.
+            produced += self.refuse(UNRECOGNIZED_NAME, &mut out[produced..]);
+            return Refusal {
+                error,
+                send: produced,
+            };
         }
-        let mut produced = 0;
-        // Only while rustls has records queued: then it hands them over before looking at
-        // any input. Asked otherwise, it parses again, and its offsets into a handshake
-        // message from the failed step's buffer no longer fit the empty one (rustls panics:
-        // an index out of range). A refused client certificate gets here every time.
+        let mut queued = 0;
         while self.conn.wants_write() {
             let status = self.conn.process_tls_records(&mut []);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut e)) => match e.encode(&mut out[produced..]) {
-                    Ok(n) => produced += n,
+                    Ok(n) => {
+                        produced += n;
+                        queued += n;
+                    }
                     Err(_) => break,
                 },
                 _ => break,
             }
         }
-        produced
+        if queued == 0 && own == Own::Alert {
+            produced += self.refuse(alert_for(&error), &mut out[produced..]);
+        }
+        Refusal {
+            error,
+            send: produced,
+        }
+    }
+
+    /// A fatal plaintext alert with description `desc` into `out`, for a handshake refused by
+    /// tern itself (e.g. a ClientHello larger than it accepts); returns its length, or 0 once
+    /// rustls has sent records (its later alerts are protected, and only it holds the keys).
+    pub fn refuse(&mut self, desc: u8, out: &mut [u8]) -> usize {
+        let alert = [record::ALERT, 3, 3, 0, 2, ALERT_FATAL, desc];
+        if self.sent || out.len() < alert.len() {
+            return 0;
+        }
+        out[..alert.len()].copy_from_slice(&alert);
+        self.sent = true;
+        alert.len()
     }
 
     /// The established session; the handshake must have returned [`Step::Done`].
@@ -340,6 +464,7 @@ impl Accepting {
             rx: Rx {
                 opener: Opener::new(version, rx_seq, &rx_secrets, limit)?,
                 version,
+                joiner: Joiner::default(),
             },
             tx: Tx {
                 sealer: Sealer::new(version, tx_seq, &tx_secrets, limit)?,
@@ -347,13 +472,35 @@ impl Accepting {
             },
             control: RefCell::new(Control {
                 kernel,
-                tx_update_due: false,
+                tx_updates_due: 0,
                 decline_renegotiation: false,
             }),
             info,
             early: self.early,
         })
     }
+}
+
+fn general(why: &str) -> TlsError {
+    TlsError::Protocol(rustls::Error::General(why.into()))
+}
+
+/// The alert for a handshake error rustls sent none for.
+fn alert_for(e: &TlsError) -> u8 {
+    use rustls::{AlertDescription as A, Error as E};
+    let desc = match e {
+        TlsError::Protocol(E::InvalidMessage(m)) => A::from(*m),
+        // Record-level misbehaviour: interleaving, empty records, stray change_cipher_spec.
+        TlsError::Protocol(E::PeerMisbehaved(_)) => A::UnexpectedMessage,
+        TlsError::Protocol(E::InappropriateMessage { .. })
+        | TlsError::Protocol(E::InappropriateHandshakeMessage { .. }) => A::UnexpectedMessage,
+        TlsError::Protocol(E::PeerIncompatible(_)) => A::HandshakeFailure,
+        TlsError::Protocol(E::DecryptError) => A::BadRecordMac,
+        TlsError::Protocol(E::PeerSentOversizedRecord) => A::RecordOverflow,
+        TlsError::Record(r) => return r.alert(),
+        _ => A::InternalError,
+    };
+    desc.into()
 }
 
 /// A session after the handshake, in parts the two directions of a connection can own.
@@ -371,16 +518,20 @@ pub struct Established {
 /// the receiving side asks the sending side to send.
 pub struct Control {
     kernel: KernelConnection<ServerConnectionData>,
-    /// The peer asked us to update our keys; done before our next application data.
-    tx_update_due: bool,
+    /// KeyUpdates the peer asked for (update_requested) and we owe: one reply each, up to
+    /// [`MAX_UPDATES_DUE`]; more requests before we answer share the last reply, as RFC 8446
+    /// §4.6.3 allows (so a client cannot make tern queue without bound).
+    tx_updates_due: u8,
     /// The peer asked to renegotiate (TLS 1.2); we answer no_renegotiation.
     decline_renegotiation: bool,
 }
 
 impl Control {
-    /// Whether a record should go to the peer now, even without application data.
+    /// Whether a record should go to the peer now, even without application data: a
+    /// renegotiation refusal, or the KeyUpdate a peer's update_requested asked for (sent at
+    /// once rather than before our next data, so a peer waiting for it is not left waiting).
     pub fn reply_due(&self) -> bool {
-        self.decline_renegotiation
+        self.decline_renegotiation || self.tx_updates_due > 0
     }
 
     fn next(&mut self, tx: bool) -> Result<(u64, ConnectionTrafficSecrets), TlsError> {
@@ -408,10 +559,13 @@ pub enum RxEvent {
 pub struct Rx {
     opener: Opener,
     version: Version,
+    /// A post-handshake handshake message split over records, gathered so far.
+    joiner: Joiner,
 }
 
 const KEY_UPDATE: u8 = 24;
-const CLIENT_HELLO: u8 = 1;
+/// At most this many KeyUpdate replies are owed at once (27 bytes each on the wire).
+const MAX_UPDATES_DUE: u8 = 32;
 const ALERT_WARNING: u8 = 1;
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
@@ -429,6 +583,12 @@ impl Rx {
             return Ok(None);
         };
         let payload = &buf[rec.plain.clone()];
+        if rec.typ != record::HANDSHAKE && self.version == Version::Tls13 && self.joiner.partial() {
+            // RFC 8446 §5.1: no other record between the fragments of a handshake message.
+            return Err(
+                RecordError::Unexpected("record inside a fragmented handshake message").into(),
+            );
+        }
         let event = match rec.typ {
             record::APPLICATION_DATA if payload.is_empty() => RxEvent::Skip,
             record::APPLICATION_DATA => RxEvent::Data(rec.plain),
@@ -437,6 +597,8 @@ impl Rx {
                 [ALERT_WARNING, USER_CANCELED] => RxEvent::Skip,
                 [ALERT_WARNING, _] if self.version == Version::Tls12 => RxEvent::Skip,
                 [_, desc] => return Err(TlsError::PeerAlert(*desc)),
+                // An alert is two bytes and never fragmented (RFC 8446 §5.1); an empty or
+                // odd-sized one is refused with unexpected_message, as tlsfuzzer expects.
                 _ => return Err(RecordError::Unexpected("malformed alert").into()),
             },
             record::HANDSHAKE => self.handshake_message(payload, control)?,
@@ -445,30 +607,31 @@ impl Rx {
         Ok(Some((rec.len, event)))
     }
 
-    /// Post-handshake messages: TLS 1.3 KeyUpdate is honoured; a TLS 1.2 renegotiation
-    /// request is declined with a no_renegotiation warning (as rustls does); anything else,
-    /// or a message split across records, is refused.
+    /// Post-handshake messages (see [`Joiner`]): a TLS 1.3 KeyUpdate switches the receiving
+    /// key after its record, and with update_requested makes a reply due; a TLS 1.2
+    /// renegotiation request is declined with a no_renegotiation warning (as rustls does).
     fn handshake_message(
         &mut self,
         payload: &[u8],
         control: &RefCell<Control>,
     ) -> Result<RxEvent, TlsError> {
-        let unexpected = |what| Err(TlsError::Record(RecordError::Unexpected(what)));
-        match (self.version, payload) {
-            (Version::Tls13, [KEY_UPDATE, 0, 0, 1, request]) if *request <= 1 => {
+        let asked = match self.version {
+            Version::Tls13 => self.joiner.tls13(payload)?,
+            Version::Tls12 => self.joiner.tls12(payload)?,
+        };
+        match asked {
+            Asked::Nothing => {}
+            Asked::KeyUpdate { reply } => {
                 let (seq, secrets) = control.borrow_mut().next(false)?;
                 self.opener.rekey(seq, &secrets)?;
-                if *request == 1 {
-                    control.borrow_mut().tx_update_due = true;
+                if reply {
+                    let mut c = control.borrow_mut();
+                    c.tx_updates_due = (c.tx_updates_due + 1).min(MAX_UPDATES_DUE);
                 }
-                Ok(RxEvent::Skip)
             }
-            (Version::Tls12, [CLIENT_HELLO, ..]) => {
-                control.borrow_mut().decline_renegotiation = true;
-                Ok(RxEvent::Skip)
-            }
-            _ => unexpected("handshake message after the handshake"),
+            Asked::Renegotiation => control.borrow_mut().decline_renegotiation = true,
         }
+        Ok(RxEvent::Skip)
     }
 }
 
@@ -494,35 +657,46 @@ impl Tx {
         control: &RefCell<Control>,
     ) -> Result<(usize, usize), TlsError> {
         let mut written = self.seal_replies(out, control)?;
-        let due = control.borrow().tx_update_due;
-        if due || self.sealer.near_limit() {
-            if self.version == Version::Tls12 {
-                return Err(RecordError::Exhausted.into());
-            }
-            // KeyUpdate(update_not_requested) under the old key, then switch.
-            let msg = [KEY_UPDATE, 0, 0, 1, 0];
-            written += self
-                .sealer
-                .seal(record::HANDSHAKE, &msg, &mut out[written..])?;
-            let (seq, secrets) = control.borrow_mut().next(true)?;
-            self.sealer.rekey(seq, &secrets)?;
-            control.borrow_mut().tx_update_due = false;
+        if self.sealer.near_limit() {
+            written += self.seal_key_update(&mut out[written..], control)?;
         }
         let (taken, n) = self.sealer.seal_data(data, &mut out[written..])?;
         Ok((taken, written + n))
     }
 
-    /// Records the receiving side asked for (declining a renegotiation).
+    /// Records the receiving side asked for: a renegotiation refusal, a KeyUpdate.
     pub fn seal_replies(
         &mut self,
         out: &mut [u8],
         control: &RefCell<Control>,
     ) -> Result<usize, TlsError> {
+        let mut written = 0;
         let decline = std::mem::take(&mut control.borrow_mut().decline_renegotiation);
         if decline {
-            return self.seal_alert(ALERT_WARNING, NO_RENEGOTIATION, out);
+            written += self.seal_alert(ALERT_WARNING, NO_RENEGOTIATION, out)?;
         }
-        Ok(0)
+        while control.borrow().tx_updates_due > 0 {
+            written += self.seal_key_update(&mut out[written..], control)?;
+            control.borrow_mut().tx_updates_due -= 1;
+        }
+        Ok(written)
+    }
+
+    /// KeyUpdate(update_not_requested) under the old key, then the switch to the next one
+    /// (TLS 1.3). A TLS 1.2 key cannot be replaced: the connection must end.
+    fn seal_key_update(
+        &mut self,
+        out: &mut [u8],
+        control: &RefCell<Control>,
+    ) -> Result<usize, TlsError> {
+        if self.version == Version::Tls12 {
+            return Err(RecordError::Exhausted.into());
+        }
+        let msg = [KEY_UPDATE, 0, 0, 1, 0];
+        let n = self.sealer.seal(record::HANDSHAKE, &msg, out)?;
+        let (seq, secrets) = control.borrow_mut().next(true)?;
+        self.sealer.rekey(seq, &secrets)?;
+        Ok(n)
     }
 
     /// A warning or fatal alert record.

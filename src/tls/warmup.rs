@@ -264,7 +264,9 @@ fn handshake(server: &ServerTls, client_cfg: &Arc<ClientConfig>) -> Result<(), T
                 .write_tls(&mut to_server)
                 .map_err(|e| general(&format!("client write: {e}")))?;
         }
-        let (used, step) = accepting.step(&mut to_server, &mut out)?;
+        let (used, step) = accepting
+            .step(&mut to_server, &mut out)
+            .map_err(|r| r.error)?;
         to_server.drain(..used);
         match step {
             Step::Send(n) => to_client(&mut client, &out[..n])?,
