@@ -302,6 +302,17 @@ pub struct Tuning {
     /// 127.0.0.1:9100. Keep it on loopback or a private address: it has no authentication.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Reload by itself (as on SIGHUP) when a certificate, key, OCSP response, ticket-key or
+    /// configuration file changes: their directories are watched with inotify, so renames
+    /// over a file and symlink swaps (certbot's live/, Kubernetes' ..data) are seen. A reload
+    /// runs once the files have been quiet for 300 ms.
+    #[arg(long)]
+    pub watch: bool,
+    /// Unix socket for zero-downtime binary upgrades: a tern started with it hands its
+    /// listening sockets to the next tern started with the same PATH, which takes over
+    /// without dropping a connection; the old one then drains and exits.
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_socket: Option<PathBuf>,
     /// Run as this user once listeners are bound and keys loaded (when started as root).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,

@@ -7,14 +7,15 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{error, info, warn};
 
 use crate::cli::MaxConns;
 use crate::config::Config;
 use crate::generation::Generation;
+use crate::listeners::{self, Listeners};
 use crate::metrics::{self, Health};
 use crate::stats::{Registry, Totals, WorkerStats};
+use crate::upgrade;
 use crate::worker::{self, Control, Driver};
 
 /// Why tern could not run: a bad configuration (exit 2) or a runtime failure (exit 1).
@@ -29,6 +30,15 @@ impl RunError {
         match self {
             RunError::Config(_) => 2,
             RunError::Runtime(_) => 1,
+        }
+    }
+}
+
+impl From<upgrade::Error> for RunError {
+    fn from(e: upgrade::Error) -> Self {
+        match e {
+            upgrade::Error::Config(m) => RunError::Config(m),
+            upgrade::Error::Runtime(m) => RunError::Runtime(m),
         }
     }
 }
@@ -144,40 +154,6 @@ fn io_uring_unavailable() -> Option<String> {
     ))
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    // Every worker binds its own socket to the same address; the kernel spreads connections.
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
-/// One listener per worker per address. The first bind resolves port 0 to a real port, which
-/// every other worker then shares through SO_REUSEPORT.
-fn bind_all(
-    addrs: &[SocketAddr],
-    workers: usize,
-) -> Result<(Vec<SocketAddr>, Vec<Vec<std::net::TcpListener>>), RunError> {
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for &addr in addrs {
-        let fail =
-            |e: std::io::Error| RunError::Config(format!("--listen {addr}: cannot listen: {e}"));
-        let first = bind(addr).map_err(fail)?;
-        let real = first.local_addr().map_err(fail)?;
-        per_worker[0].push(first);
-        for listeners in per_worker.iter_mut().skip(1) {
-            listeners.push(bind(real).map_err(fail)?);
-        }
-        bound.push(real);
-    }
-    Ok((bound, per_worker))
-}
-
 /// Builds the generation a reload puts in service from the one in service now (re-reading
 /// files), or says in one line why it cannot.
 pub type Reloader<'a> = dyn FnMut(&Generation) -> Result<Generation, String> + 'a;
@@ -200,12 +176,31 @@ pub fn run(
         }
     };
     crate::tls::warmup::seed_random();
-    let (bound, mut listeners) = bind_all(&cfg.generation.listen, n)?;
+    // Before any other thread starts (the environment, the umask): socket activation's
+    // sockets, then the upgrade socket and, from a running tern answering there, its sockets.
+    let mut inherited = listeners::from_systemd().map_err(RunError::Config)?;
+    let mut upgrade = upgrade::Start::begin(cfg.upgrade_socket.as_deref())?;
+    inherited.extend(upgrade.take_sockets());
     let registry = Arc::new(Registry::new(n));
     let health = Health::default();
     // Bound now, with the listeners (before privileges drop); served from a thread started
-    // once the process is confined.
+    // once the process is confined. Before the listeners: a taken address then fails before
+    // any socket is bound next to a predecessor's.
     let metrics_listener = bind_metrics(&cfg)?;
+    let listeners =
+        Listeners::open(&cfg.generation.listen, n, inherited).map_err(RunError::Config)?;
+    let mut per_worker = listeners
+        .for_workers(n)
+        .map_err(|e| RunError::Runtime(format!("cannot hand out the listeners: {e}")))?;
+    // Armed before privileges drop, so directories only root may list are watched too; its
+    // thread starts once the process is confined.
+    let watcher = match cfg.watch {
+        true => Some(
+            crate::watch::Watcher::arm(&cfg.generation.files)
+                .map_err(|e| RunError::Runtime(format!("--watch: cannot use inotify: {e}")))?,
+        ),
+        false => None,
+    };
     // Listeners are bound and keys loaded: nothing left needs root.
     match &cfg.user {
         Some(user) => {
@@ -227,6 +222,14 @@ pub fn run(
         crate::sys::landlock::confine(&cfg.files_read, &cfg.files_written);
     }
     let metrics = start_metrics(&cfg, metrics_listener, &registry, &health)?;
+    let watcher = match watcher.map(|w| w.start()).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            return Err(RunError::Runtime(format!(
+                "--watch: cannot start its thread: {e}"
+            )))
+        }
+    };
     let stats = registry.workers().to_vec();
     let mut pool_stats = registry.generation(&pool_names(&cfg.generation));
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -239,7 +242,7 @@ pub fn run(
             id,
             cpu,
             driver,
-            listeners: std::mem::take(&mut listeners[id]),
+            listeners: std::mem::take(&mut per_worker[id]),
             generation: cfg.generation.clone(),
             pool_stats: std::mem::take(&mut pool_stats[id]),
             settings: cfg.settings.clone(),
@@ -275,9 +278,10 @@ pub fn run(
             }
         }
     }
-    for addr in &bound {
-        info!("listening on {addr}");
-    }
+    listeners.log();
+    let bound = listeners.addrs();
+    // Every worker accepts: a predecessor may stop now.
+    let upgrade = upgrade.finish(listeners);
     for pool in cfg.generation.pools.iter() {
         info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
     }
@@ -294,6 +298,8 @@ pub fn run(
         health,
         metrics,
         registry,
+        watcher,
+        upgrade,
         bound: bound.clone(),
     };
     state.supervise(handles, reload)
@@ -349,6 +355,10 @@ struct Supervisor {
     health: Health,
     metrics: Option<metrics::Server>,
     registry: Arc<Registry>,
+    /// `--watch`: asks for reloads when files of the generation change.
+    watcher: Option<crate::watch::Watcher>,
+    /// `--upgrade-socket`: answers a successor, and says when it is ready to take over.
+    upgrade: Option<upgrade::Server>,
     /// The addresses the listeners are bound to.
     bound: Vec<SocketAddr>,
 }
@@ -369,29 +379,33 @@ impl Supervisor {
         loop {
             if let Some(sig) = wait_signal(Duration::from_millis(200)) {
                 match sig {
-                    libc::SIGHUP if !draining => {
-                        // Done or refused, the service manager hears READY=1 after it.
-                        crate::sys::notify::reloading();
-                        self.reload(reload);
-                        crate::sys::notify::ready();
-                    }
+                    libc::SIGHUP if !draining => self.reload(reload, "SIGHUP"),
                     libc::SIGHUP => {}
                     _ if draining => {
                         warn!("second signal: exiting now without waiting for open connections");
                         std::process::exit(1);
                     }
                     _ => {
-                        self.health.set_draining();
-                        let open = Totals::sum(self.stats.iter().map(|s| &**s)).open;
-                        info!(
-                            open,
-                            "signal {sig}: no longer accepting; draining for up to {}",
-                            crate::util::duration::show(self.drain_timeout)
-                        );
+                        self.drain(&format!("signal {sig}"));
                         draining = true;
-                        crate::sys::notify::stopping();
-                        stop_all(&self.controls);
                     }
+                }
+            }
+            if let Some(pid) = self.upgrade.as_ref().and_then(|u| u.successor_ready()) {
+                let server = self.upgrade.take();
+                self.drain(&format!(
+                    "upgrade: pid {pid} accepts on every listening socket"
+                ));
+                draining = true;
+                // Workers are told: the successor gets the upgrade socket, and this process
+                // closes its copies of the listening sockets.
+                if let Some(s) = server {
+                    s.hand_over();
+                }
+            }
+            if let Some(changed) = self.watcher.as_ref().and_then(|w| w.changed()) {
+                if !draining {
+                    self.reload(reload, &changed_files(&changed));
                 }
             }
             if handles.iter().all(|h| h.is_finished()) {
@@ -402,6 +416,7 @@ impl Supervisor {
                 self.health.set_draining();
                 failed = true;
                 draining = true;
+                self.upgrade = None;
                 crate::sys::notify::stopping();
                 stop_all(&self.controls);
             }
@@ -428,11 +443,44 @@ impl Supervisor {
         Ok(())
     }
 
-    /// SIGHUP: build and check the next generation, then hand it to every worker. A generation
-    /// that fails its checks is not sent: the one in service stays, and one line says why.
-    fn reload(&mut self, reload: &mut Reloader<'_>) {
+    /// Stops accepting (SIGTERM/SIGINT, or a successor took over) and lets open connections
+    /// finish. No successor can be answered any more: the upgrade socket closes.
+    fn drain(&mut self, why: &str) {
+        self.health.set_draining();
+        self.upgrade = None;
+        let open = Totals::sum(self.stats.iter().map(|s| &**s)).open;
+        info!(
+            open,
+            "{why}: no longer accepting; draining for up to {}",
+            crate::util::duration::show(self.drain_timeout)
+        );
+        crate::sys::notify::stopping();
+        stop_all(&self.controls);
+    }
+
+    /// SIGHUP or `--watch`: reload, then watch the files of the generation now in service
+    /// (whether the reload worked or not: links may point elsewhere, files may have moved).
+    /// Done or refused, the service manager hears READY=1 after it.
+    fn reload(&mut self, reload: &mut Reloader<'_>, why: &str) {
+        crate::sys::notify::reloading();
+        if !self.put_in_service(reload, why) {
+            self.rearm();
+        }
+        crate::sys::notify::ready();
+    }
+
+    fn rearm(&self) {
+        if let Some(w) = &self.watcher {
+            w.rearm(&self.generation.files);
+        }
+    }
+
+    /// Builds and checks the next generation, then hands it to every worker. A generation that
+    /// fails its checks is not sent: the one in service stays, one line says why, and false is
+    /// returned. Otherwise the watches follow the new generation before the result is logged.
+    fn put_in_service(&mut self, reload: &mut Reloader<'_>, why: &str) -> bool {
         let started = std::time::Instant::now();
-        info!("SIGHUP: reloading certificates and configuration");
+        info!("{why}: reloading certificates and configuration");
         let next = match reload(&self.generation) {
             Ok(g) => g,
             Err(e) => {
@@ -441,7 +489,7 @@ impl Supervisor {
                     self.generation.id
                 );
                 self.reload_failed();
-                return;
+                return false;
             }
         };
         if next.listen != self.generation.listen {
@@ -457,7 +505,7 @@ impl Supervisor {
                 self.generation.id
             );
             self.reload_failed();
-            return;
+            return false;
         }
         let next = Arc::new(next);
         let mut pool_stats = self.registry.generation(&pool_names(&next));
@@ -483,6 +531,8 @@ impl Supervisor {
                 Err(_) => break,
             }
         }
+        self.generation = next.clone();
+        self.rearm();
         if switched == self.controls.len() {
             if let Some(m) = &self.metrics {
                 m.state().process.reload_succeeded(&next.tls);
@@ -506,7 +556,7 @@ impl Supervisor {
                 self.controls.len()
             );
         }
-        self.generation = next;
+        true
     }
 
     fn reload_failed(&self) {
@@ -514,6 +564,19 @@ impl Supervisor {
             m.state().process.reload_failed();
         }
     }
+}
+
+/// `files changed (a.pem, b.key)` for the log, naming at most three.
+fn changed_files(files: &[std::path::PathBuf]) -> String {
+    let mut names: Vec<String> = files
+        .iter()
+        .take(3)
+        .map(|f| f.display().to_string())
+        .collect();
+    if files.len() > 3 {
+        names.push(format!("{} more", files.len() - 3));
+    }
+    format!("files changed ({})", names.join(", "))
 }
 
 #[cfg(test)]

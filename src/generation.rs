@@ -5,6 +5,7 @@
 //! it started with for its whole life, so a reload never touches an open connection.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::pool::PoolSpec;
@@ -18,6 +19,12 @@ pub struct Generation {
     /// The addresses asked for. Listeners are bound once, at start: a reload that changes
     /// them is told so in the log and keeps the old ones.
     pub listen: Vec<SocketAddr>,
+    /// Every file and directory this generation was read from — configuration file,
+    /// certificates, keys, OCSP responses (with the `<cert>.ocsp` files looked for, present
+    /// or not), client CA and CRL files, `--pem` directories, the ticket-key file —
+    /// absolute, sorted, each once.
+    /// `--watch` reloads when one of them changes.
+    pub files: Vec<PathBuf>,
     pub tls: Arc<TlsSettings>,
     pub pools: Arc<[PoolSpec]>,
     pub routes: Arc<Routes>,

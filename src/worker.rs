@@ -307,11 +307,22 @@ async fn accept_loop(
     stop: Rc<Latch>,
 ) {
     let mut last_warning: Option<Instant> = None;
+    let mut canceller = monoio::io::Canceller::new();
     loop {
-        let accepted = monoio::select! {
-            _ = stop.wait() => break,
-            r = listener.accept() => r,
-        };
+        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
+        let stopped = std::pin::pin!(stop.wait());
+        let (accepted, stopping) =
+            match futures_util::future::select(accept.as_mut(), stopped).await {
+                futures_util::future::Either::Left((r, _)) => (r, false),
+                // Dropping an io_uring accept does not undo it: a connection the kernel hands it
+                // after the drop would be lost (its descriptor never closed, the client left
+                // hanging). Cancel it and wait: a connection it got anyway is served. This matters
+                // for a binary upgrade, where the successor keeps accepting on the same sockets.
+                futures_util::future::Either::Right(((), _)) => {
+                    canceller = canceller.cancel();
+                    (accept.await, true)
+                }
+            };
         match accepted {
             Ok((stream, peer)) => {
                 let ctx = current.borrow().clone();
@@ -332,6 +343,7 @@ async fn accept_loop(
                     }
                 });
             }
+            Err(_) if stopping => {}
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning on accept; the
                 // pending connection stays queued until a slot frees up.
@@ -353,6 +365,9 @@ async fn accept_loop(
                     _ = monoio::time::sleep(Duration::from_millis(pause)) => {},
                 }
             }
+        }
+        if stopping {
+            break;
         }
     }
     debug!(worker = id, "stopped accepting");

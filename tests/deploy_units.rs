@@ -79,6 +79,17 @@ const TERN_CALLS: &[&str] = &[
     // sd_notify
     "sendmsg",
     "exit_group",
+    // --watch (traced: a rename over a watched file)
+    "inotify_init1",
+    "inotify_add_watch",
+    "inotify_rm_watch",
+    "getcwd",
+    // --upgrade-socket (traced: an upgrade), the control-plane threads' wake-up pairs
+    "recvmsg",
+    "socketpair",
+    "umask",
+    "unlink",
+    "getpid",
 ];
 
 fn have_systemd_analyze() -> bool {

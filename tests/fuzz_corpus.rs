@@ -37,6 +37,11 @@ fn proxy_header_corpus() {
 }
 
 #[test]
+fn upgrade_message_corpus() {
+    assert!(each_input("upgrade_message", tern::upgrade::wire::fuzz) >= 150);
+}
+
+#[test]
 fn client_hello_corpus() {
     assert!(each_input("client_hello", tern::tls::hello::fuzz_client_hello) >= 7);
 }

@@ -172,3 +172,77 @@ fn tls_policy_flags_are_checked() {
     assert_eq!(tls.policy.versions.len(), 1);
     assert!(tls.strict_sni);
 }
+
+#[test]
+fn the_generation_lists_every_file_it_was_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = pem(d, "a", &["a.test"], EC);
+    let b = pem(d, "b", &["b.test"], EC);
+    let sub = d.join("more");
+    std::fs::create_dir(&sub).unwrap();
+    let c = pem(&sub, "c", &["c.test"], EC);
+    let ocsp = d.join("b.der");
+    std::fs::write(&ocsp, [0x30, 0x03, 0x0a, 0x01, 0x00]).unwrap();
+    let ticket = d.join("ticket.key");
+    std::fs::write(&ticket, [7u8; 32]).unwrap();
+    let args = parse(&[
+        "--pem",
+        s(&a),
+        "--cert",
+        s(&b),
+        "--key",
+        s(&b),
+        "--ocsp",
+        s(&ocsp),
+        "--pem",
+        s(&sub),
+        "--ticket-key-file",
+        s(&ticket),
+    ])
+    .run;
+    let cfg = Config::from_args(&args).unwrap();
+    let mut want = vec![
+        a.clone(),
+        d.join("a.pem.ocsp"), // looked for beside a.pem, absent: watched for its appearance
+        b.clone(),            // --cert and --key: once
+        ocsp,
+        sub.clone(),
+        c.clone(),
+        sub.join("c.pem.ocsp"),
+        ticket,
+    ];
+    want.sort();
+    assert_eq!(cfg.generation.files, want);
+    // The same arguments give the same list.
+    let again = Config::reload(&args, &cfg.generation).unwrap();
+    assert_eq!(again.files, want);
+}
+
+#[test]
+fn relative_paths_are_made_absolute() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = pem(dir.path(), "a", &["a.test"], EC);
+    let cwd = std::env::current_dir().unwrap();
+    let rel = pathdiff(&a, &cwd);
+    let cfg = Config::from_args(&parse(&["--pem", s(&rel)]).run).unwrap();
+    assert!(cfg.generation.files.iter().all(|f| f.is_absolute()));
+    assert!(cfg
+        .generation
+        .files
+        .contains(&std::path::absolute(&rel).unwrap()));
+}
+
+/// `path` relative to `base` (both absolute), with `..` as needed.
+fn pathdiff(path: &Path, base: &Path) -> PathBuf {
+    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    out
+}

@@ -187,7 +187,7 @@ fn parse_with(
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
-    let (certs, mut files) = load_certs(&src, &file.cert, default_auth)?;
+    let (certs, mut files, also_watched) = load_certs(&src, &file.cert, default_auth)?;
     let (pools, names) = pools(&src, &file.pool, &mut files)?;
     let routes = routes(&src, &file.route, &names, !certs.client_auths().is_empty())?;
     Ok(Topology {
@@ -196,15 +196,18 @@ fn parse_with(
         pools,
         routes,
         files,
+        also_watched,
     })
 }
 
-/// The certificates, and the files they were read from (client CAs and CRLs included).
+/// The certificates, the files they were read from (client CAs and CRLs included), and what
+/// else `--watch` watches for them (directories of PEM files, `<cert>.ocsp` files looked for).
 fn load_certs(
     src: &Source<'_>,
     entries: &[Spanned<CertEntry>],
     default_auth: Option<&Arc<ClientAuth>>,
-) -> Result<(CertStore, Vec<PathBuf>), ConfigError> {
+) -> Result<(CertStore, Vec<PathBuf>, Vec<PathBuf>), ConfigError> {
+    let mut dirs = Vec::new();
     if entries.is_empty() {
         return src.err(0, "at least one [[cert]] is required");
     }
@@ -247,6 +250,7 @@ fn load_certs(
                     );
                 }
                 let dir = src.relative(p.get_ref());
+                dirs.push(dir.clone());
                 certs::pem_files_in(&label(p), &dir)
                     .map_err(ConfigError)?
                     .into_iter()
@@ -281,6 +285,7 @@ fn load_certs(
     Ok((
         CertStore::new(loaded).map_err(ConfigError)?,
         super::spec_files(&specs),
+        [dirs, super::ocsp_beside(&specs)].concat(),
     ))
 }
 

@@ -38,6 +38,9 @@ pub struct Topology {
     /// The files read to build it (the config file, certificates, keys, OCSP responses), for
     /// the sandbox.
     pub files: Vec<PathBuf>,
+    /// Looked at but not (all) read: `--pem` directories, and the `<cert>.ocsp` files looked
+    /// for beside certificates, present or not. With `files`, what `--watch` watches.
+    pub also_watched: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,11 @@ pub struct Config {
     pub user: Option<crate::privileges::User>,
     /// Where to serve metrics and the health endpoints (`--metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Reload by itself when a file of the generation changes (`--watch`).
+    pub watch: bool,
+    /// Where to hand listeners to a successor, and to look for a predecessor
+    /// (`--upgrade-socket`).
+    pub upgrade_socket: Option<PathBuf>,
     /// Confine the process after start-up (`--sandbox`).
     pub sandbox: bool,
     /// Every file read at start-up (config, certificates, keys, OCSP responses, ticket key):
@@ -127,7 +135,8 @@ impl Config {
                 "--backend is required, e.g. --backend 127.0.0.1:8080".into(),
             ));
         }
-        let mut specs = cert_specs(args)?;
+        let mut also_watched = Vec::new();
+        let mut specs = cert_specs(args, &mut also_watched)?;
         for spec in &mut specs {
             spec.client_auth = client_auth.clone();
         }
@@ -192,6 +201,7 @@ impl Config {
                 client_cert_required: false,
             }],
             files,
+            also_watched: [also_watched, ocsp_beside(&specs)].concat(),
         })
     }
 
@@ -304,6 +314,8 @@ impl Config {
             log_format: t.log_format,
             user,
             metrics,
+            watch: t.watch,
+            upgrade_socket: t.upgrade_socket.clone(),
             sandbox: t.sandbox == Toggle::On,
             files_read,
             files_written,
@@ -367,9 +379,24 @@ fn spec_files(specs: &[CertSpec]) -> Vec<PathBuf> {
     files
 }
 
+/// The `<cert file>.ocsp` files `tls::certs` staples when they exist, for the certificates
+/// given no OCSP response (so `--watch` sees one appear).
+fn ocsp_beside(specs: &[CertSpec]) -> Vec<PathBuf> {
+    specs
+        .iter()
+        .filter(|s| s.ocsp.is_none() && s.ocsp_beside)
+        .map(|s| {
+            let mut beside = s.cert.1.clone().into_os_string();
+            beside.push(".ocsp");
+            beside.into()
+        })
+        .collect()
+}
+
 /// The certificates the flags name, in the order given: `--cert`/`--key` pairs by position,
-/// `--pem` files and directories, each `--ocsp` attached to the certificate before it.
-fn cert_specs(args: &RunArgs) -> Result<Vec<CertSpec>, ConfigError> {
+/// `--pem` files and directories, each `--ocsp` attached to the certificate before it. The
+/// `--pem` directories go to `dirs`.
+fn cert_specs(args: &RunArgs, dirs: &mut Vec<PathBuf>) -> Result<Vec<CertSpec>, ConfigError> {
     if args.cert.len() != args.key.len() {
         return Err(ConfigError(format!(
             "--cert and --key come in pairs: {} --cert and {} --key given",
@@ -403,7 +430,10 @@ fn cert_specs(args: &RunArgs) -> Result<Vec<CertSpec>, ConfigError> {
                 let path = &args.pem[i];
                 from_dir = path.is_dir();
                 let files = match from_dir {
-                    true => certs::pem_files_in("--pem", path)?,
+                    true => {
+                        dirs.push(path.clone());
+                        certs::pem_files_in("--pem", path)?
+                    }
                     false => vec![path.clone()],
                 };
                 for f in files {
@@ -438,6 +468,16 @@ fn cert_specs(args: &RunArgs) -> Result<Vec<CertSpec>, ConfigError> {
         }
     }
     Ok(specs)
+}
+
+/// Absolute (against the working directory, as the files were opened), sorted, each once: the
+/// same set of files always gives the same list.
+fn normalise(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let set: std::collections::BTreeSet<PathBuf> = files
+        .into_iter()
+        .map(|f| std::path::absolute(&f).unwrap_or(f))
+        .collect();
+    set.into_iter().collect()
 }
 
 /// The parts of a configuration a reload replaces, checked. `previous` is the generation in
@@ -495,9 +535,13 @@ fn generation(
             );
         }
     }
+    let mut files = topology.files;
+    files.extend(topology.also_watched);
+    files.extend(t.ticket_key_file.clone());
     Ok(Generation {
         id: previous.map_or(1, |g| g.id + 1),
         listen: topology.listen,
+        files: normalise(files),
         tls: Arc::new(TlsSettings {
             certs: Arc::new(topology.certs),
             alpn,

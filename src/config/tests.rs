@@ -119,6 +119,7 @@ fn topology() -> Topology {
         pools: vec![],
         routes: vec![],
         files: vec![],
+        also_watched: vec![],
     }
 }
 
@@ -316,6 +317,13 @@ pool = "api"
     assert_eq!(routes.pick(Some("b.test"), b"/api/v1"), Some(1));
     assert_eq!(routes.pick(Some("b.test"), b"/"), Some(0));
     assert_eq!(routes.pick(Some("a.test"), b"/api/v1"), Some(0));
+    // And for --watch, the OCSP responses looked for beside the certificates.
+    let also: Vec<_> = t
+        .also_watched
+        .iter()
+        .map(|f| f.file_name().unwrap())
+        .collect();
+    assert_eq!(also, ["a.test.crt.ocsp", "b.test.crt.ocsp"]);
 
     let secret = dir.path().join("ticket.key");
     std::fs::write(&secret, [7u8; 32]).unwrap();

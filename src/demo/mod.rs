@@ -46,7 +46,9 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
             pool: 0,
             client_cert_required: false,
         }],
+        // Made in memory: nothing on disk to watch.
         files: Vec::new(),
+        also_watched: Vec::new(),
     };
     let mut cfg = Config::build(topology, &args.tuning).map_err(|e| RunError::Config(e.0))?;
     // The demo's backend thread starts before tern would confine itself (so Landlock would not

@@ -5,4 +5,5 @@ pub mod baton;
 pub mod cpus;
 pub mod duration;
 pub mod latch;
+pub mod poll;
 pub mod size;

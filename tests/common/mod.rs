@@ -45,13 +45,19 @@ impl Tern {
 
     fn spawn(program: &str, args: &[&str], env: &[(&str, &str)]) -> Tern {
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::start_command(cmd)
+    }
+
+    /// Starts a prepared command (which must run tern, or exec it) and waits until it logs
+    /// "tern ready".
+    pub fn start_command(mut cmd: Command) -> Tern {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn tern");
         let (tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
