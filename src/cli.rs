@@ -52,7 +52,7 @@ pub struct CheckArgs {
 pub struct RunArgs {
     /// Listeners, certificates, backend pools and routes from a TOML file (instead of
     /// --listen, --cert/--key/--pem and --backend).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "pem", "ocsp", "backend", "balance", "health_check", "backend_tls", "backend_ca", "backend_sni", "backend_cert", "backend_key", "backend_alpn", "backend_insecure", "proxy_protocol"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "cert", "key", "pem", "ocsp", "backend", "balance", "health_check", "backend_tls", "backend_ca", "backend_sni", "backend_cert", "backend_key", "backend_alpn", "backend_insecure", "proxy_protocol", "accept_proxy", "proxy_from", "allow", "deny"])]
     pub config: Option<PathBuf>,
     /// Address to accept TLS on, e.g. 0.0.0.0:443 or [::]:443 (repeatable; :443 means all IPv4).
     #[arg(long, value_name = "ADDR")]
@@ -127,6 +127,21 @@ pub struct RunArgs {
     pub proxy_protocol: Option<crate::proxyproto::Version>,
     #[command(flatten)]
     pub client_cert: ClientCertArgs,
+    /// Expect a PROXY protocol header (v1 or v2) from an L4 balancer before the TLS bytes on
+    /// every --listen address; its client address is then the client's address everywhere.
+    #[arg(long)]
+    pub accept_proxy: bool,
+    /// With --accept-proxy: only these peers may send PROXY headers, e.g. 10.0.0.0/24
+    /// (repeatable) [default: any peer, which lets anyone who can connect claim any address].
+    #[arg(long, value_name = "CIDR")]
+    pub proxy_from: Vec<String>,
+    /// Let in only clients in this prefix, e.g. 192.0.2.0/24 or 2001:db8::/32 (repeatable)
+    /// [default: every address not denied].
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+    /// Refuse clients in this prefix (repeatable); wins over --allow.
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<String>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -222,6 +237,17 @@ pub struct Tuning {
     /// Time a client has to complete the TLS handshake.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
     pub handshake_timeout: Duration,
+    /// Time a balancer has to send the whole PROXY header (--accept-proxy listeners).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = duration::parse)]
+    pub proxy_timeout: Duration,
+    /// Full TLS handshakes in flight per worker at most (resumptions may use as many again);
+    /// past it new connections wait in the kernel's accept queue. 0 = unbounded.
+    #[arg(long, value_name = "N", default_value_t = crate::frontdoor::DEFAULT_MAX_HANDSHAKES)]
+    pub max_handshakes: usize,
+    /// Connections one client (IPv4 address, IPv6 /64) may hold open, enforced per worker:
+    /// each worker allows N/workers (rounded up) [default: no limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns_per_ip: Option<u32>,
     /// Close a connection after this long without a byte either way (0 = never).
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = duration::parse)]
     pub idle_timeout: Duration,

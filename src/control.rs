@@ -247,6 +247,7 @@ pub fn run(
             pool_stats: std::mem::take(&mut pool_stats[id]),
             settings: cfg.settings.clone(),
             max_conns: share,
+            front: cfg.front,
             drain_timeout: cfg.drain_timeout,
             stats: stats[id].clone(),
             access_log: cfg.access_log.clone(),

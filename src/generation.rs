@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::pool::PoolSpec;
+use crate::frontdoor::ListenerPolicy;
 use crate::route::Routes;
 use crate::tls::TlsSettings;
 
@@ -25,6 +26,10 @@ pub struct Generation {
     /// absolute, sorted, each once.
     /// `--watch` reloads when one of them changes.
     pub files: Vec<PathBuf>,
+    /// What each listener checks before the handshake (PROXY header, allow/deny), one per
+    /// `listen` address in the same order. Unlike the addresses, a reload changes these for
+    /// the connections accepted after it.
+    pub policies: Vec<ListenerPolicy>,
     pub tls: Arc<TlsSettings>,
     pub pools: Arc<[PoolSpec]>,
     pub routes: Arc<Routes>,

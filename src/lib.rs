@@ -3,16 +3,19 @@
 //! Layers, each importing only those below it: `cli`/`config` (arguments → checked config),
 //! `control` (threads, signals), `metrics` (the exposition and health endpoint, read from
 //! outside the workers), `worker` (pinned runtime, listeners, limits, drain), `proxy`
-//! (per-connection loops), `backend` (pools, balancing, health), the immutable `generation` a
-//! reload replaces, and the sans-IO `tls` and `http` layers; `stats` and `util` are leaves any
-//! layer may use, and so are `sys` (service-manager notification, self-confinement) and
-//! `proxyproto` (the sans-IO PROXY protocol).
+//! (per-connection loops), `frontdoor` (what runs between accept and the handshake's crypto:
+//! PROXY header, allow/deny, per-client limits, handshake admission), `backend` (pools,
+//! balancing, health), the immutable `generation` a reload replaces, and the sans-IO `tls` and
+//! `http` layers; `stats` and `util` are leaves any layer may use, and so are `sys`
+//! (service-manager notification, self-confinement) and `proxyproto` (the sans-IO PROXY
+//! protocol).
 
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod frontdoor;
 pub mod generation;
 pub mod http;
 pub mod listeners;

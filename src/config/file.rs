@@ -4,6 +4,13 @@
 //! ```toml
 //! listen = ["0.0.0.0:443", "[::]:443"]
 //!
+//! [[listener]]                    # a listener with front-door settings (beside or instead of listen)
+//! addr = "10.0.0.1:8443"
+//! accept_proxy = true             # a PROXY v1/v2 header comes first (from an L4 balancer)
+//! proxy_from = ["10.0.0.0/24"]    # who may send it (default: anyone; only with accept_proxy)
+//! allow = ["192.0.2.0/24"]        # only these clients (default: all not denied)
+//! deny = ["192.0.2.128/25"]       # never these (wins over allow)
+//!
 //! [[cert]]
 //! cert = "certs/example.pem"      # relative paths are relative to this file
 //! key = "certs/example.key"       # or: pem = "certs/example-both.pem" (or a directory of them)
@@ -39,7 +46,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{backend, parse_listen, resolve, ConfigError, Topology};
+use super::{backend, listener_policy, parse_listen, resolve, ConfigError, Topology};
 use crate::backend::pool::{BackendTls, Balance, HealthCheck, PoolSpec};
 use crate::route::{HostMatch, Route};
 use crate::tls::certs::{self, CertSpec, CertStore};
@@ -53,11 +60,27 @@ struct File {
     #[serde(default)]
     listen: Vec<Spanned<String>>,
     #[serde(default)]
+    listener: Vec<Spanned<ListenerEntry>>,
+    #[serde(default)]
     cert: Vec<Spanned<CertEntry>>,
     #[serde(default)]
     pool: Vec<Spanned<PoolEntry>>,
     #[serde(default)]
     route: Vec<Spanned<RouteEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerEntry {
+    addr: Spanned<String>,
+    #[serde(default)]
+    accept_proxy: bool,
+    #[serde(default)]
+    proxy_from: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -179,25 +202,75 @@ fn parse_with(
         let line = e.span().map_or(1, |s| src.line(s.start));
         ConfigError(format!("{}:{line}: {}", path.display(), e.message().trim()))
     })?;
-    if file.listen.is_empty() {
-        return src.err(0, "listen is required, e.g. listen = [\"0.0.0.0:443\"]");
+    if file.listen.is_empty() && file.listener.is_empty() {
+        return src.err(
+            0,
+            "listen is required, e.g. listen = [\"0.0.0.0:443\"] (or a [[listener]] with addr)",
+        );
     }
-    let listen = file
+    let mut listen = file
         .listen
         .iter()
         .map(|l| parse_listen(l.get_ref()).or_else(|e| src.err(l.span().start, e.0)))
         .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let mut policies = vec![Default::default(); listen.len()];
+    for entry in &file.listener {
+        let (addr, policy) = listener(&src, entry.get_ref())?;
+        listen.push(addr);
+        policies.push(policy);
+    }
     let (certs, mut files, also_watched) = load_certs(&src, &file.cert, default_auth)?;
     let (pools, names) = pools(&src, &file.pool, &mut files)?;
     let routes = routes(&src, &file.route, &names, !certs.client_auths().is_empty())?;
     Ok(Topology {
         listen,
+        policies,
         certs,
         pools,
         routes,
         files,
         also_watched,
     })
+}
+
+/// A `[[listener]]`: its address and its checks.
+fn listener(
+    src: &Source<'_>,
+    l: &ListenerEntry,
+) -> Result<(SocketAddr, crate::frontdoor::ListenerPolicy), ConfigError> {
+    let addr = parse_listen(l.addr.get_ref()).or_else(|e| src.err(l.addr.span().start, e.0))?;
+    // Each list is checked item by item so that a refusal names the item's own line.
+    let lists = [
+        ("proxy_from", &l.proxy_from),
+        ("allow", &l.allow),
+        ("deny", &l.deny),
+    ];
+    for (key, items) in lists {
+        for item in items {
+            if let Err(e) = crate::frontdoor::Cidr::parse(item.get_ref().trim()) {
+                return src.err(item.span().start, format!("{key}: {e}"));
+            }
+        }
+    }
+    if !l.accept_proxy {
+        if let Some(first) = l.proxy_from.first() {
+            return src.err(
+                first.span().start,
+                "proxy_from only means something with accept_proxy = true",
+            );
+        }
+    }
+    let strings = |v: &[Spanned<String>]| v.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>();
+    let at = src.line(l.addr.span().start);
+    let name = |key: &str| format!("{}:{at}: {}", src.path.display(), key.replace('-', "_"));
+    let policy = listener_policy(
+        l.accept_proxy,
+        &strings(&l.proxy_from),
+        &strings(&l.allow),
+        &strings(&l.deny),
+        &name,
+    )?;
+    Ok((addr, policy))
 }
 
 /// The certificates, the files they were read from (client CAs and CRLs included), and what

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::backend::pool::{HealthCheck, KeepAlive, PoolSpec};
 use crate::cli::{CertArg, ClientCertArgs, MaxConns, Mode, RunArgs, Toggle, Tuning};
+use crate::frontdoor::{acl, per_ip, Acl, FrontSettings, ListenerPolicy, PrefixSet};
 use crate::generation::Generation;
 use crate::http::{ForwardPolicy, Limits};
 use crate::proxy::accesslog::Target as AccessLogTarget;
@@ -32,6 +33,8 @@ use crate::util::cpus;
 #[derive(Debug)]
 pub struct Topology {
     pub listen: Vec<SocketAddr>,
+    /// What each listener checks before the handshake, one per `listen` address.
+    pub policies: Vec<ListenerPolicy>,
     pub certs: CertStore,
     pub pools: Vec<PoolSpec>,
     pub routes: Vec<Route>,
@@ -52,6 +55,8 @@ pub struct Config {
     pub cpus: Vec<usize>,
     pub max_conns: MaxConns,
     pub settings: Settings,
+    /// PROXY header timeout, handshake admission, per-client share.
+    pub front: FrontSettings,
     pub drain_timeout: Duration,
     pub access_log: Option<Arc<AccessLogTarget>>,
     pub log_format: crate::proxy::accesslog::LogFormat,
@@ -183,8 +188,17 @@ impl Config {
                 )))
             }
         };
+        let listen = parse_all_listen(&args.listen)?;
+        let policy = listener_policy(
+            args.accept_proxy,
+            &args.proxy_from,
+            &args.allow,
+            &args.deny,
+            &|flag| format!("--{flag}"),
+        )?;
         Ok(Topology {
-            listen: parse_all_listen(&args.listen)?,
+            policies: vec![policy; listen.len()],
+            listen,
             certs: CertStore::new(entries)?,
             pools: vec![PoolSpec {
                 name: "default".into(),
@@ -266,11 +280,17 @@ impl Config {
         for (flag, d) in [
             ("--handshake-timeout", t.handshake_timeout),
             ("--connect-timeout", t.connect_timeout),
+            ("--proxy-timeout", t.proxy_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError(format!("{flag}: must be more than 0")));
             }
         }
+        let front = FrontSettings {
+            proxy_timeout: t.proxy_timeout,
+            max_handshakes: t.max_handshakes,
+            per_ip_share: t.max_conns_per_ip.map(|n| per_ip::share(n, cpus.len())),
+        };
         let mut files_read = topology.files.clone();
         files_read.extend(t.ticket_key_file.iter().cloned());
         let files_written = match t.access_log.as_deref() {
@@ -282,6 +302,7 @@ impl Config {
             mode: t.mode,
             cpus,
             max_conns: t.max_conns,
+            front,
             settings: Settings {
                 handshake_timeout: t.handshake_timeout,
                 idle_timeout: (!t.idle_timeout.is_zero()).then_some(t.idle_timeout),
@@ -542,6 +563,7 @@ fn generation(
         id: previous.map_or(1, |g| g.id + 1),
         listen: topology.listen,
         files: normalise(files),
+        policies: topology.policies,
         tls: Arc::new(TlsSettings {
             certs: Arc::new(topology.certs),
             alpn,
@@ -551,6 +573,33 @@ fn generation(
         }),
         pools: topology.pools.into(),
         routes: Arc::new(Routes::new(topology.routes)),
+    })
+}
+
+/// A listener's checks from its settings; `name` turns a setting's name (`allow`,
+/// `proxy-from`) into how the refusal names it (`--allow`, `tern.toml:4: allow`).
+pub fn listener_policy<S: AsRef<str>>(
+    accept_proxy: bool,
+    proxy_from: &[S],
+    allow: &[S],
+    deny: &[S],
+    name: &dyn Fn(&str) -> String,
+) -> Result<ListenerPolicy, ConfigError> {
+    if !proxy_from.is_empty() && !accept_proxy {
+        return Err(ConfigError(format!(
+            "{}: only means something with {}",
+            name("proxy-from"),
+            name("accept-proxy")
+        )));
+    }
+    let proxy_from = acl::parse_list(&name("proxy-from"), proxy_from)?;
+    Ok(ListenerPolicy {
+        accept_proxy,
+        proxy_from: (!proxy_from.is_empty()).then(|| PrefixSet::new(&proxy_from)),
+        acl: Acl::new(
+            &acl::parse_list(&name("allow"), allow)?,
+            &acl::parse_list(&name("deny"), deny)?,
+        ),
     })
 }
 
@@ -591,5 +640,7 @@ pub fn resolve(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 mod cert_flag_tests;
 #[cfg(test)]
 mod client_auth_tests;
+#[cfg(test)]
+mod front_tests;
 #[cfg(test)]
 mod tests;

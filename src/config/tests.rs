@@ -115,6 +115,7 @@ fn key() -> Arc<tls::CertifiedKey> {
 fn topology() -> Topology {
     Topology {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        policies: vec![Default::default()],
         certs: CertStore::single(key()),
         pools: vec![],
         routes: vec![],

@@ -29,8 +29,10 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
 
     let backend = backend::start()
         .map_err(|e| RunError::Runtime(format!("demo: cannot start the demo backend: {e}")))?;
+    let listen = parse_all_listen(&args.listen).map_err(|e| RunError::Config(e.0))?;
     let topology = Topology {
-        listen: parse_all_listen(&args.listen).map_err(|e| RunError::Config(e.0))?,
+        policies: vec![Default::default(); listen.len()],
+        listen,
         certs: certs::CertStore::single(key),
         pools: vec![PoolSpec {
             name: "demo".into(),

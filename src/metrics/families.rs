@@ -3,6 +3,7 @@
 //! (`_seconds`, `_bytes`), `_total` on counters (added by the renderer), `worker="N"` on
 //! everything a worker counts.
 
+use crate::frontdoor::admission::Kind as AdmissionKind;
 use crate::stats::{
     FailReason, HistogramSnapshot, Outcome, Registry, StatusCounts, TlsVersion, WorkerStats,
     STATUS_CLASSES,
@@ -37,6 +38,7 @@ pub fn collect(registry: &Registry, process: &ProcessView, now: u64) -> Vec<Fami
         .collect();
     out.extend(connection_families(&workers));
     out.extend(tls_families(&workers));
+    out.extend(admission_families(&workers));
     out.extend(backend_families(&workers));
     if process.http {
         out.extend(http_families(&workers, registry));
@@ -176,6 +178,96 @@ fn connection_families(workers: &[(Labels, &WorkerStats)]) -> Vec<Family> {
             "Client connections open now.",
             |w| Value::Count(w.open.get()),
         ),
+        per_worker(
+            workers,
+            "tern_connections_denied",
+            Kind::Counter,
+            "Connections closed at accept because their address is denied (--deny), not \
+             allowed (--allow), or not a trusted proxy (--proxy-from).",
+            |w| Value::Count(w.denied.get()),
+        ),
+        per_worker(
+            workers,
+            "tern_connections_refused_per_ip",
+            Kind::Counter,
+            "Connections closed at accept because their client (IPv4 address, IPv6 /64) \
+             already held its --max-conns-per-ip share on this worker.",
+            |w| Value::Count(w.refused_per_ip.get()),
+        ),
+        per_worker(
+            workers,
+            "tern_proxy_header_refused",
+            Kind::Counter,
+            "--accept-proxy connections closed without a valid PROXY header (missing, \
+             malformed, truncated, or late).",
+            |w| Value::Count(w.proxy_header_refused.get()),
+        ),
+    ]
+}
+
+fn admission_families(workers: &[(Labels, &WorkerStats)]) -> Vec<Family> {
+    let mut queued = Family::new(
+        "tern_tls_handshakes_queued",
+        Kind::Counter,
+        "TLS handshakes that waited for a slot (--max-handshakes), by kind (full, resumption).",
+    );
+    let mut admitted = Family::new(
+        "tern_tls_handshakes_admitted",
+        Kind::Counter,
+        "TLS handshakes given a slot, by kind (full, resumption).",
+    );
+    let mut limit = Family::new(
+        "tern_tls_handshakes_in_flight_limit",
+        Kind::Gauge,
+        "Most TLS handshakes in flight at once: kind=full for full handshakes, kind=any for \
+         both kinds together (0: unbounded).",
+    );
+    for (labels, w) in workers {
+        let a = &w.admission;
+        for k in AdmissionKind::ALL {
+            queued.push(
+                with(labels, &[("kind", k.label())]),
+                Value::Count(a.queued[k as usize].get()),
+            );
+            admitted.push(
+                with(labels, &[("kind", k.label())]),
+                Value::Count(a.admitted[k as usize].get()),
+            );
+        }
+        limit.push(
+            with(labels, &[("kind", "full")]),
+            Value::Count(a.limit_full.get()),
+        );
+        limit.push(
+            with(labels, &[("kind", "any")]),
+            Value::Count(a.limit_total.get()),
+        );
+    }
+    vec![
+        per_worker(
+            workers,
+            "tern_tls_handshakes_in_flight",
+            Kind::Gauge,
+            "TLS handshakes holding a slot now (from the ClientHello to the end).",
+            |w| Value::Count(w.admission.in_flight.get()),
+        ),
+        per_worker(
+            workers,
+            "tern_tls_handshakes_in_flight_max",
+            Kind::Gauge,
+            "The most TLS handshakes that held a slot at once since start.",
+            |w| Value::Count(w.admission.in_flight_max.get()),
+        ),
+        per_worker(
+            workers,
+            "tern_tls_handshakes_waiting",
+            Kind::Gauge,
+            "TLS handshakes waiting for a slot now.",
+            |w| Value::Count(w.admission.waiting.get()),
+        ),
+        queued,
+        admitted,
+        limit,
     ]
 }
 
@@ -380,6 +472,19 @@ mod tests {
         w1.backend_connected(Duration::from_micros(150));
         w1.http.requests.add(4);
         w1.http.responses.record(503);
+        w1.denied.add(8);
+        w1.refused_per_ip.add(9);
+        w1.proxy_header_refused.add(10);
+        let a = &w1.admission;
+        a.in_flight.set(11);
+        a.in_flight_max.set(12);
+        a.waiting.set(13);
+        a.queued[0].add(14);
+        a.queued[1].add(15);
+        a.admitted[0].add(16);
+        a.admitted[1].add(17);
+        a.limit_full.set(18);
+        a.limit_total.set(36);
         let pools = r.generation(&["web"]);
         pools[1][0].requests.add(5);
         pools[1][0].responses.record(204);
@@ -400,6 +505,18 @@ mod tests {
             "tern_connections_accepted_total{worker=\"1\"} 7",
             "tern_connections_refused_total{worker=\"1\"} 2",
             "tern_connections_open{worker=\"1\"} 3",
+            "tern_connections_denied_total{worker=\"1\"} 8",
+            "tern_connections_refused_per_ip_total{worker=\"1\"} 9",
+            "tern_proxy_header_refused_total{worker=\"1\"} 10",
+            "tern_tls_handshakes_in_flight{worker=\"1\"} 11",
+            "tern_tls_handshakes_in_flight_max{worker=\"1\"} 12",
+            "tern_tls_handshakes_waiting{worker=\"1\"} 13",
+            "tern_tls_handshakes_queued_total{worker=\"1\",kind=\"full\"} 14",
+            "tern_tls_handshakes_queued_total{worker=\"1\",kind=\"resumption\"} 15",
+            "tern_tls_handshakes_admitted_total{worker=\"1\",kind=\"full\"} 16",
+            "tern_tls_handshakes_admitted_total{worker=\"1\",kind=\"resumption\"} 17",
+            "tern_tls_handshakes_in_flight_limit{worker=\"1\",kind=\"full\"} 18",
+            "tern_tls_handshakes_in_flight_limit{worker=\"1\",kind=\"any\"} 36",
             "tern_tls_handshakes_total{worker=\"1\",result=\"ok\"} 1",
             "tern_tls_handshakes_total{worker=\"1\",result=\"failed\"} 1",
             "tern_tls_handshakes_completed_total{worker=\"1\",version=\"1.3\",resumed=\"true\"} 1",

@@ -5,9 +5,15 @@
 //! handshake timeout runs. A client flight larger than one pooled buffer (a ClientHello with
 //! thousands of extensions) is gathered in a heap buffer up to [`MAX_HANDSHAKE_INPUT`]. A
 //! refused handshake ends with the alert saying why, a FIN, and a bounded drain of the input.
+//!
+//! Before its first crypto, a handshake takes a slot from the worker's [`Admission`]: once the
+//! whole ClientHello is here (read with `tls::hello::peek`, which also says whether it offers
+//! resumption), it asks for a slot of that kind — waiting for one holding a heap copy of the
+//! hello, not a pooled buffer — and holds it until the handshake ends.
 
 use std::fmt;
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
@@ -15,7 +21,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::bufpool::{BufPool, PoolBuf};
+use crate::frontdoor::admission::{Admission, Kind, Permit};
 use crate::stats::FailReason;
+use crate::tls::hello::{self, Peek};
 use crate::tls::{Accepting, Established, Step, TlsError};
 
 /// Ciphertext read from the client but not yet opened (the client may send its first request
@@ -87,19 +95,68 @@ enum Input {
     Heap(Vec<u8>),
 }
 
-/// Drives the handshake to completion.
+/// The slot a handshake needs, once its first flight is all in `first` (`None`: not yet).
+/// What is not a readable ClientHello counts as full: rustls refuses it at no cost, and a
+/// hello this peek misread must not run unbounded.
+fn kind_of(first: &[u8]) -> Option<Kind> {
+    match hello::peek(first) {
+        Peek::Incomplete => None,
+        Peek::Hello(h) if h.resumption => Some(Kind::Resumption),
+        Peek::Hello(_) | Peek::NotHello => Some(Kind::Full),
+    }
+}
+
+impl Input {
+    /// The bytes not yet consumed.
+    fn pending(&self, start: usize) -> Option<&[u8]> {
+        match self {
+            Input::Pooled(b) => Some(&b.filled()[start..]),
+            Input::Heap(v) => Some(&v[start..]),
+            Input::None => None,
+        }
+    }
+}
+
+/// Drives the handshake to completion, within a slot of `admission` from its first crypto on.
 pub async fn run(
     stream: &mut TcpStream,
     mut accepting: Accepting,
     pool: &BufPool,
+    admission: &Rc<Admission>,
 ) -> Result<(Established, Carry), HandshakeError> {
-    // Received bytes not yet consumed: in `input` at [start..], or parked in a small heap
-    // copy while waiting for the rest.
+    // Received bytes not yet consumed: in `input` at [start..] (parked in a heap copy while
+    // waiting for the rest, see `read_more`).
     let mut input = Input::None;
     let mut start = 0;
-    let mut parked: Vec<u8> = Vec::new();
     let mut reads = 0u32;
+    // Held from the ClientHello to the end of the handshake, however it ends.
+    let mut permit: Option<Permit> = None;
     loop {
+        if permit.is_none() {
+            if let Some(first) = input.pending(start) {
+                match kind_of(first) {
+                    None => {
+                        // Not all of the hello yet: read on without giving rustls anything.
+                        let read = read_more(stream, pool, &mut accepting, &mut input, &mut start);
+                        read.await?;
+                        reads += 1;
+                        continue;
+                    }
+                    Some(kind) => {
+                        let admit = admission.admit(kind);
+                        if admit.must_wait() {
+                            // Wait holding a heap copy of the hello, not a pooled buffer.
+                            if let Input::Pooled(b) = std::mem::replace(&mut input, Input::None) {
+                                input = Input::Heap(b.filled()[start..].to_vec());
+                                pool.put(b);
+                                start = 0;
+                            }
+                        }
+                        permit = Some(admit.await);
+                    }
+                }
+            }
+        }
         let mut out = pool.get();
         let stepped = match &mut input {
             Input::Pooled(b) => {
@@ -112,8 +169,7 @@ pub async fn run(
         let (consumed, step) = match stepped {
             Ok(s) => s,
             Err(refusal) => {
-                let plain_http =
-                    reads == 1 && matches!(&input, Input::Pooled(b) if looks_like_http(b.filled()));
+                let plain_http = reads == 1 && input.pending(0).is_some_and(looks_like_http);
                 let n = if plain_http {
                     out.space()[..PLAIN_HTTP_REPLY.len()].copy_from_slice(PLAIN_HTTP_REPLY);
                     PLAIN_HTTP_REPLY.len()
@@ -166,64 +222,76 @@ pub async fn run(
             }
             Step::NeedMore => pool.put(out),
         }
-        // Park what is left, give the buffer back, wait for the peer, then read.
-        match std::mem::replace(&mut input, Input::None) {
-            Input::Pooled(b) => {
-                parked.clear();
-                parked.extend_from_slice(&b.filled()[start..]);
+        read_more(stream, pool, &mut accepting, &mut input, &mut start).await?;
+        reads += 1;
+    }
+}
+
+/// Parks what is left of the input, gives a pooled buffer back, waits for the peer, then reads
+/// behind the parked bytes: into a pooled buffer while they fit one, else into a heap buffer up
+/// to [`MAX_HANDSHAKE_INPUT`] (past it the client is refused with `decode_error`).
+async fn read_more(
+    stream: &mut TcpStream,
+    pool: &BufPool,
+    accepting: &mut Accepting,
+    input: &mut Input,
+    start: &mut usize,
+) -> Result<(), HandshakeError> {
+    let parked = match std::mem::replace(input, Input::None) {
+        Input::Pooled(b) => {
+            let v = b.filled()[*start..].to_vec();
+            pool.put(b);
+            v
+        }
+        Input::Heap(mut v) => {
+            v.drain(..*start);
+            v
+        }
+        Input::None => Vec::new(),
+    };
+    *start = 0;
+    if let Err(e) = stream.readable(false).await {
+        return Err(HandshakeError::Io(e));
+    }
+    let read = if parked.len() < pool.size() {
+        let mut b = pool.get();
+        b.space()[..parked.len()].copy_from_slice(&parked);
+        b.set_filled(parked.len());
+        let at = parked.len();
+        let (res, slice) = stream.read(b.slice_mut(at..)).await;
+        (res, Input::Pooled(slice.into_inner()))
+    } else if parked.len() < MAX_HANDSHAKE_INPUT {
+        // Read into the heap buffer itself, at most up to the bound.
+        let mut v = parked;
+        v.reserve_exact((MAX_HANDSHAKE_INPUT - v.len()).min(pool.size()));
+        let (at, end) = (v.len(), v.capacity().min(MAX_HANDSHAKE_INPUT));
+        let (res, slice) = stream.read(v.slice_mut(at..end)).await;
+        (res, Input::Heap(slice.into_inner()))
+    } else {
+        let mut out = pool.get();
+        let n = accepting.refuse(DECODE_ERROR, out.space());
+        out.set_filled(n);
+        close_after(stream, out, pool).await;
+        return Err(HandshakeError::Io(io::Error::other(
+            "client handshake messages larger than 80 KiB",
+        )));
+    };
+    match read {
+        (Ok(0), got) => {
+            if let Input::Pooled(b) = got {
                 pool.put(b);
             }
-            Input::Heap(mut v) => {
-                v.drain(..start);
-                parked = v;
-            }
-            Input::None => {}
+            Err(HandshakeError::Eof)
         }
-        start = 0;
-        if let Err(e) = stream.readable(false).await {
-            return Err(HandshakeError::Io(e));
+        (Ok(_), got) => {
+            *input = got;
+            Ok(())
         }
-        let read = if parked.len() < pool.size() {
-            let mut b = pool.get();
-            b.space()[..parked.len()].copy_from_slice(&parked);
-            b.set_filled(parked.len());
-            let at = parked.len();
-            let (res, slice) = stream.read(b.slice_mut(at..)).await;
-            let b = slice.into_inner();
-            (res, Input::Pooled(b))
-        } else if parked.len() < MAX_HANDSHAKE_INPUT {
-            // Read into the heap buffer itself, at most up to the bound.
-            let mut v = std::mem::take(&mut parked);
-            v.reserve_exact((MAX_HANDSHAKE_INPUT - v.len()).min(pool.size()));
-            let (at, end) = (v.len(), v.capacity().min(MAX_HANDSHAKE_INPUT));
-            let (res, slice) = stream.read(v.slice_mut(at..end)).await;
-            (res, Input::Heap(slice.into_inner()))
-        } else {
-            let mut out = pool.get();
-            let n = accepting.refuse(DECODE_ERROR, out.space());
-            out.set_filled(n);
-            close_after(stream, out, pool).await;
-            return Err(HandshakeError::Io(io::Error::other(
-                "client handshake messages larger than 80 KiB",
-            )));
-        };
-        match read {
-            (Ok(0), input) => {
-                if let Input::Pooled(b) = input {
-                    pool.put(b);
-                }
-                return Err(HandshakeError::Eof);
+        (Err(e), got) => {
+            if let Input::Pooled(b) = got {
+                pool.put(b);
             }
-            (Ok(_), got) => {
-                reads += 1;
-                input = got;
-            }
-            (Err(e), input) => {
-                if let Input::Pooled(b) = input {
-                    pool.put(b);
-                }
-                return Err(HandshakeError::Io(e));
-            }
+            Err(HandshakeError::Io(e))
         }
     }
 }

@@ -17,17 +17,27 @@ use crate::backend::proxy_out;
 use crate::stats::{FailReason, TlsVersion};
 use crate::tls::{Established, SessionInfo};
 
-/// Serves one accepted connection: the handshake, then tcp or http mode.
-pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr) {
+/// Serves one accepted connection: the handshake, then tcp or http mode. `peer` is the
+/// client's address (from the PROXY header on `--accept-proxy` listeners, else the socket's),
+/// `local` the address it connected to (the header's destination, else the socket's own).
+pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr, local: SocketAddr) {
     let accepted = Instant::now();
     // Everything before the long-lived part runs in its own boxed future, so that its state
     // (the handshake, the backend connect) does not size every connection's task.
-    let started = Box::pin(start(&ctx, client, peer, accepted)).await;
+    let started = Box::pin(start(&ctx, client, peer, local, accepted)).await;
     match started {
         None => {}
         Some(Started::Http(client, session, carry)) => {
             // Boxed so that tcp-mode connections do not carry http mode's larger state.
-            Box::pin(super::l7::serve(ctx.clone(), client, peer, *session, carry)).await;
+            Box::pin(super::l7::serve(
+                ctx.clone(),
+                client,
+                peer,
+                local,
+                *session,
+                carry,
+            ))
+            .await;
         }
         Some(Started::Tcp {
             tunnel,
@@ -38,7 +48,7 @@ pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr) {
             let (outcome, moved) =
                 pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
             drop(lease);
-            debug!(%peer, backend = %backend_addr, version = info.version, "connection ended: {outcome}");
+            debug!(%peer, %local, backend = %backend_addr, version = info.version, "connection ended: {outcome}");
             let end = outcome.to_string();
             conn_log(
                 &ctx,
@@ -100,6 +110,7 @@ async fn start(
     ctx: &ProxyCtx,
     mut client: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     accepted: Instant,
 ) -> Option<Started<'_>> {
     let _ = client.set_nodelay(true);
@@ -112,7 +123,7 @@ async fn start(
         }
     };
     let started = Instant::now();
-    let hs = handshake::run(&mut client, accepting, &ctx.bufs);
+    let hs = handshake::run(&mut client, accepting, &ctx.bufs, &ctx.admission);
     let (mut session, carry) = match monoio::time::timeout(ctx.settings.handshake_timeout, hs).await
     {
         Ok(Ok(done)) => done,
@@ -184,7 +195,7 @@ async fn start(
     let connected = match route {
         Some(route) => {
             let pool = &ctx.pools[route.pool];
-            let header = proxy_header(pool, &client, peer, &session);
+            let header = proxy_header(pool, peer, local, &session);
             pool.connect(peer.ip(), header.as_ref(), stats, &ctx.bufs)
                 .await
                 .map_err(|e| e.to_string())
@@ -219,26 +230,20 @@ async fn start(
 }
 
 /// The PROXY protocol header for the backend, when the pool sends one: the client's address
-/// and the one it reached (this socket's own).
+/// and the one it reached (both from an upstream's PROXY header on `--accept-proxy`).
 pub(super) fn proxy_header(
     pool: &Pool,
-    client: &TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     session: &Established,
 ) -> Option<Rc<[u8]>> {
     let version = pool.proxy_protocol()?;
-    // A socket without a local address is already broken; the connect will tell.
-    let local = client.local_addr().unwrap_or(peer);
     Some(proxy_out::header(version, peer, local, &session.info).into())
 }
 
 #[cfg(test)]
 mod tests {
     /// The size of the future an async fn returns, without calling it.
-    fn future_size<A, B, C, F: std::future::Future>(_: impl Fn(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
     fn future_size4<A, B, C, D, F: std::future::Future>(_: impl Fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
@@ -249,7 +254,7 @@ mod tests {
     /// 7.3 KiB.)
     #[test]
     fn an_idle_connection_task_stays_small() {
-        let task = future_size(super::serve_connection);
+        let task = future_size4(super::serve_connection);
         let pump = future_size4(super::super::pump::run);
         assert!(task <= 3 * 1024, "connection task is {task} bytes");
         assert!(pump <= 2560, "pump state is {pump} bytes");

@@ -97,6 +97,7 @@ pub async fn serve(
     ctx: Ctx,
     client: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     session: Established,
     carry: Carry,
 ) {
@@ -107,14 +108,11 @@ pub async fn serve(
         info,
         early,
     } = session;
-    // PROXY headers for the pools that send them, with the address the client reached (asked
-    // of the socket only then).
+    // PROXY headers for the pools that send them, with the address the client reached.
     let mut proxy_headers: [Option<Rc<[u8]>>; 2] = [None, None];
     for v in ctx.pools.iter().filter_map(|p| p.proxy_protocol()) {
-        proxy_headers[slot(v)].get_or_insert_with(|| {
-            let local = client.local_addr().unwrap_or(peer);
-            proxy_out::header(v, peer, local, &info).into()
-        });
+        proxy_headers[slot(v)]
+            .get_or_insert_with(|| proxy_out::header(v, peer, local, &info).into());
     }
     let (mut client_rx, client_tx) = split(client);
     let keep = client_rx.keep();
@@ -166,7 +164,7 @@ pub async fn serve(
         to_client: leftover,
     });
     let (outcome, _) = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
-    debug!(%peer, "upgraded connection ended: {outcome}");
+    debug!(%peer, %local, "upgraded connection ended: {outcome}");
     drop(keep);
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{health, pool};
+use crate::frontdoor::admission::Admission;
 use crate::generation::Generation;
 use crate::http::{CertHeaders, IdentityFields, PeerCert};
 use crate::route::Routes;
@@ -98,6 +99,8 @@ pub struct WorkerParts {
     pub access_log: Option<Rc<accesslog::AccessLog>>,
     /// Which worker this is (for the round-robin stagger of pools).
     pub id: usize,
+    /// This worker's handshake slots.
+    pub admission: Rc<Admission>,
 }
 
 /// What every connection task of one worker shares (by `Rc`: same thread only) for one
@@ -117,6 +120,8 @@ pub struct ProxyCtx {
     pub stats: Arc<WorkerStats>,
     /// This worker's counters of each configured pool, by index (http mode).
     pub pool_stats: Vec<Arc<PoolStats>>,
+    /// This worker's handshake slots (the same across generations).
+    pub admission: Rc<Admission>,
     /// Set when a newer generation took over: its health checks stop, its pools keep no more
     /// idle backend connections.
     retired: Rc<Latch>,
@@ -161,6 +166,7 @@ impl ProxyCtx {
             settings: parts.settings.clone(),
             stats: parts.stats.clone(),
             pool_stats,
+            admission: parts.admission.clone(),
             retired: Rc::new(Latch::default()),
         });
         for (spec, pool) in generation.pools.iter().zip(&ctx.pools) {

@@ -40,6 +40,12 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_sub(1), Relaxed);
     }
 
+    /// Sets a gauge. Single writer, as for `add`.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -58,6 +64,16 @@ pub struct WorkerStats {
     pub handshakes_failed: Counter,
     /// Connections closed at accept because the worker was at its `--max-conns` share.
     pub refused_at_limit: Counter,
+    /// Connections closed because their address is denied (`--deny`), not allowed
+    /// (`--allow`), or not a trusted proxy (`--proxy-from`).
+    pub denied: Counter,
+    /// Connections closed because their client already held its `--max-conns-per-ip` share.
+    pub refused_per_ip: Counter,
+    /// `--accept-proxy` connections closed without a valid PROXY header (missing, malformed,
+    /// truncated, or not complete within `--proxy-timeout`).
+    pub proxy_header_refused: Counter,
+    /// Handshake admission (`--max-handshakes`).
+    pub admission: AdmissionStats,
     pub backend_connect_failures: Counter,
     /// Plaintext bytes forwarded client → backend and backend → client.
     pub bytes_to_backend: Counter,
@@ -80,6 +96,10 @@ impl Default for WorkerStats {
             handshakes_ok: Counter::new(),
             handshakes_failed: Counter::new(),
             refused_at_limit: Counter::new(),
+            denied: Counter::new(),
+            refused_per_ip: Counter::new(),
+            proxy_header_refused: Counter::new(),
+            admission: AdmissionStats::default(),
             backend_connect_failures: Counter::new(),
             bytes_to_backend: Counter::new(),
             bytes_to_client: Counter::new(),
@@ -115,6 +135,24 @@ impl WorkerStats {
     pub fn backend_connected(&self, took: Duration) {
         self.connect_time.observe(took);
     }
+}
+
+/// One worker's handshake admission: gauges and counters, by kind (0 full, 1 resumption).
+#[derive(Debug, Default)]
+pub struct AdmissionStats {
+    /// Handshakes holding a slot now.
+    pub in_flight: Counter,
+    /// The most that ever held a slot at once (high-water mark since start).
+    pub in_flight_max: Counter,
+    /// Handshakes waiting for a slot now.
+    pub waiting: Counter,
+    /// Handshakes that had to wait for a slot.
+    pub queued: [Counter; 2],
+    /// Handshakes given a slot.
+    pub admitted: [Counter; 2],
+    /// The bounds: full handshakes, and all handshakes (0: unbounded).
+    pub limit_full: Counter,
+    pub limit_total: Counter,
 }
 
 /// The TLS version of a handshake, as far as it got.
@@ -300,6 +338,9 @@ pub struct Totals {
     pub handshakes_ok: u64,
     pub handshakes_failed: u64,
     pub refused_at_limit: u64,
+    pub denied: u64,
+    pub refused_per_ip: u64,
+    pub proxy_header_refused: u64,
     pub backend_connect_failures: u64,
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
@@ -314,6 +355,9 @@ impl Totals {
             t.handshakes_ok += w.handshakes_ok.get();
             t.handshakes_failed += w.handshakes_failed.get();
             t.refused_at_limit += w.refused_at_limit.get();
+            t.denied += w.denied.get();
+            t.refused_per_ip += w.refused_per_ip.get();
+            t.proxy_header_refused += w.proxy_header_refused.get();
             t.backend_connect_failures += w.backend_connect_failures.get();
             t.bytes_to_backend += w.bytes_to_backend.get();
             t.bytes_to_client += w.bytes_to_client.get();

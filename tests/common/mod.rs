@@ -6,6 +6,7 @@
 pub mod hop;
 pub mod http;
 pub mod pki;
+pub mod scrape;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -52,7 +52,7 @@ impl Counters {
     }
 }
 
-fn opts(t: &TlsArgs) -> Result<ClientOpts, String> {
+pub(crate) fn opts(t: &TlsArgs) -> Result<ClientOpts, String> {
     let tls12 = match t.tls.as_str() {
         "1.3" => false,
         "1.2" => true,
@@ -68,7 +68,7 @@ fn opts(t: &TlsArgs) -> Result<ClientOpts, String> {
     })
 }
 
-fn parse_cpus(s: &Option<String>) -> Result<Vec<usize>, String> {
+pub(crate) fn parse_cpus(s: &Option<String>) -> Result<Vec<usize>, String> {
     let Some(s) = s else { return Ok(vec![]) };
     let mut v = vec![];
     for part in s.split(',').filter(|p| !p.is_empty()) {
@@ -85,7 +85,7 @@ fn parse_cpus(s: &Option<String>) -> Result<Vec<usize>, String> {
     Ok(v)
 }
 
-fn pin(cpu: usize) {
+pub(crate) fn pin(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks against the set's size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -99,16 +99,16 @@ fn pin(cpu: usize) {
     }
 }
 
-type Rt = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+pub(crate) type Rt = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
 
-fn runtime() -> io::Result<Rt> {
+pub(crate) fn runtime() -> io::Result<Rt> {
     monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(4096)
         .enable_timer()
         .build()
 }
 
-fn server_name(t: &TlsArgs) -> Result<ServerName<'static>, String> {
+pub(crate) fn server_name(t: &TlsArgs) -> Result<ServerName<'static>, String> {
     ServerName::try_from(t.sni.clone()).map_err(|e| format!("--sni {}: {e}", t.sni))
 }
 
@@ -268,7 +268,7 @@ fn merge(dst: &mut serde_json::Value, src: serde_json::Value) {
     }
 }
 
-fn watch(pid: Option<u32>) -> Result<Option<procstat::TreeStat>, String> {
+pub(crate) fn watch(pid: Option<u32>) -> Result<Option<procstat::TreeStat>, String> {
     pid.map(|p| procstat::tree(p).map_err(|e| format!("--watch-pid: {e}")))
         .transpose()
 }

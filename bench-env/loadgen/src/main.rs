@@ -5,11 +5,14 @@
 //!            of the server's process tree (`--watch-pid`).
 //! `idle`     opens N TLS connections, one request each, holds them, and reports the growth of the
 //!            server tree's resident memory per connection.
+//! `flood`    full-handshake flood: canned ClientHellos, each connection reset once the server's
+//!            first flight arrives (the server does a full handshake's crypto, the client none).
 //! `treestat` prints the CPU time and RSS of a process tree (run.sh uses it around wrk).
 //!
 //! Every mode prints one JSON line on stdout; progress and errors go to stderr.
 
 mod driver;
+mod flood;
 mod http;
 mod procstat;
 mod tls;
@@ -36,6 +39,9 @@ enum Cmd {
     Run(RunArgs),
     /// Open and hold idle TLS connections; report server RSS per connection.
     Idle(IdleArgs),
+    /// Flood the server with full handshakes that cost the client nothing: send a canned
+    /// ClientHello, wait for the server's first flight, reset.
+    Flood(FloodArgs),
     /// Print CPU seconds and RSS of the process tree rooted at PID, as JSON.
     Treestat { pid: u32 },
     /// Write N self-signed ECDSA certificates (host<i>.example, one PEM file each: chain and
@@ -126,6 +132,25 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct FloodArgs {
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Handshakes in flight.
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+    /// Seconds of flood before counting.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds counted.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Hold each ClientHello until the next multiple of this many ms since the start, so that
+    /// the hellos of all connections made in between arrive together (0: send at once).
+    #[arg(long, default_value_t = 0)]
+    pub hello_every_ms: u64,
+}
+
+#[derive(Args, Clone)]
 pub struct IdleArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -159,6 +184,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => driver::run(a),
         Cmd::Idle(a) => driver::idle(a),
         Cmd::Gencerts { dir, n } => gencerts(&dir, n),
+        Cmd::Flood(a) => flood::run(a),
         Cmd::Treestat { pid } => procstat::tree(pid)
             .map(|t| {
                 println!(

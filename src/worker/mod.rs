@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use monoio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::frontdoor::admission::Admission;
+use crate::frontdoor::per_ip::PerIp;
+use crate::frontdoor::FrontSettings;
 use crate::generation::Generation;
 use crate::proxy::{self, ProxyCtx, Settings, WorkerParts};
 use crate::stats::{PoolStats, WorkerStats};
@@ -52,6 +54,8 @@ pub struct Spec {
     pub settings: Settings,
     /// This worker's share of `--max-conns`.
     pub max_conns: usize,
+    /// PROXY header timeout, handshake admission, per-client share.
+    pub front: FrontSettings,
     pub drain_timeout: Duration,
     pub stats: Arc<WorkerStats>,
     /// Where this worker writes its access log lines (http mode).
@@ -140,6 +144,10 @@ const URING_SETUPS: [UringSetup; 3] = [
     ("plain", |_| {}),
 ];
 
+mod door;
+
+use door::{Acceptor, Door, Front};
+
 /// Open connections of this worker against its limit.
 struct Gate {
     open: Cell<usize>,
@@ -200,6 +208,7 @@ async fn run(spec: Spec, setup: &'static str) {
         stats: spec.stats.clone(),
         access_log,
         id: spec.id,
+        admission: Admission::new(spec.front.max_handshakes, spec.stats.clone()),
     };
     let first = match ProxyCtx::new(&spec.generation, spec.pool_stats, &parts, None) {
         Ok(ctx) => ctx,
@@ -213,20 +222,31 @@ async fn run(spec: Spec, setup: &'static str) {
         stats: spec.stats.clone(),
     });
     let stop = Rc::new(Latch::default());
+    let front = Rc::new(Front {
+        settings: spec.front,
+        admission: parts.admission.clone(),
+        per_ip: spec.front.per_ip_share.map(PerIp::new),
+    });
     monoio::spawn(housekeeping(current.clone()));
     // Per-thread first-handshake costs (and, if nothing drew randomness before, aws-lc
     // seeding its generator) are paid here, not by the first client.
     if let Err(e) = crate::tls::warmup::warm_up(&spec.generation.tls) {
         warn!(worker = spec.id, "{e}");
     }
-    for listener in listeners {
-        monoio::spawn(accept_loop(
-            spec.id,
-            listener,
-            current.clone(),
-            gate.clone(),
-            stop.clone(),
-        ));
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let listening = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => return fail("listener address", &e),
+        };
+        let acceptor = Acceptor {
+            id: spec.id,
+            door: Rc::new(Door::new(index, &spec.generation)),
+            listening,
+            current: current.clone(),
+            gate: gate.clone(),
+            front: front.clone(),
+        };
+        monoio::spawn(accept_loop(acceptor, listener, stop.clone()));
     }
     info!(
         worker = spec.id,
@@ -234,6 +254,7 @@ async fn run(spec: Spec, setup: &'static str) {
         driver = ?spec.driver,
         setup,
         max_conns = spec.max_conns,
+        max_handshakes = spec.front.max_handshakes,
         "worker started"
     );
     let _ = spec.ready.send(Ok(spec.id));
@@ -299,16 +320,18 @@ async fn housekeeping(current: Rc<RefCell<proxy::Ctx>>) {
     }
 }
 
-async fn accept_loop(
-    id: usize,
-    listener: TcpListener,
-    current: Rc<RefCell<proxy::Ctx>>,
-    gate: Rc<Gate>,
-    stop: Rc<Latch>,
-) {
+async fn accept_loop(acceptor: Acceptor, listener: TcpListener, stop: Rc<Latch>) {
+    let id = acceptor.id;
     let mut last_warning: Option<Instant> = None;
     let mut canceller = monoio::io::Canceller::new();
     loop {
+        // At the handshake bound, leave connections in the kernel's queue until one ends.
+        if !acceptor.front.admission.has_room() {
+            monoio::select! {
+                _ = stop.wait() => break,
+                _ = acceptor.front.admission.room() => {},
+            }
+        }
         let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         let stopped = std::pin::pin!(stop.wait());
         let (accepted, stopping) =
@@ -324,25 +347,7 @@ async fn accept_loop(
                 }
             };
         match accepted {
-            Ok((stream, peer)) => {
-                let ctx = current.borrow().clone();
-                ctx.stats.accepted.inc();
-                let Some(slot) = gate.enter() else {
-                    ctx.stats.refused_at_limit.inc();
-                    debug!(worker = id, %peer, "at the connection limit: closing");
-                    drop(stream);
-                    continue;
-                };
-                monoio::spawn(async move {
-                    let _slot = slot;
-                    let conn = std::panic::AssertUnwindSafe(proxy::l4::serve_connection(
-                        ctx, stream, peer,
-                    ));
-                    if conn.catch_unwind().await.is_err() {
-                        tracing::error!(worker = id, %peer, "connection task panicked; connection closed");
-                    }
-                });
-            }
+            Ok((stream, peer)) => acceptor.take(stream, peer),
             Err(_) if stopping => {}
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning on accept; the
