@@ -519,3 +519,45 @@ fn tickets_off_means_full_handshakes() {
         assert!(kinds.iter().all(|k| *k == Full), "{kinds:?}");
     }
 }
+
+/// A client whose record does not decrypt gets `bad_record_mac` and then a clean close, even
+/// with more of its bytes still unread by tern: without a lingering close, tern's close would
+/// answer those bytes with a reset, and a reset that overtakes the alert makes the client
+/// lose it (it sees "connection reset" and never learns why).
+#[test]
+fn a_bad_record_gets_its_alert_despite_unread_bytes() {
+    let certs = Certs::new();
+    let tern = start_tern(&certs, echo_backend(), &[]);
+    let cfg = certs.client(&[&TLS13]);
+    for attempt in 0..10 {
+        let mut s = connect(tern.addr(), &cfg).unwrap();
+        echo_lockstep(&mut s, 1000, 3);
+        // An application-data record of garbage, then more bytes over the next 100 ms, as an
+        // uploading client goes on sending after tern gave up on it: a closed socket would
+        // answer those with a reset, and the client's next write would fail before it read.
+        let mut bytes = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+        bytes.extend(pattern(0x40, 9));
+        s.sock.write_all(&bytes).unwrap();
+        for chunk in 0..10 {
+            std::thread::sleep(Duration::from_millis(10));
+            if let Err(e) = s.sock.write_all(&pattern(4096, chunk)) {
+                panic!("attempt {attempt}: reset while the client sent chunk {chunk}: {e}");
+            }
+        }
+        let mut buf = [0u8; 100];
+        let err = s
+            .read(&mut buf)
+            .expect_err("tern answered a bad record with data");
+        let alert = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .cloned();
+        assert_eq!(
+            alert,
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadRecordMac
+            )),
+            "attempt {attempt}: {err}"
+        );
+    }
+}

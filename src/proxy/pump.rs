@@ -269,6 +269,18 @@ pub async fn run(
     let outcome = match result {
         Some(Ok(_)) => Outcome::Done,
         None => Outcome::Idle,
+        Some(Err(Side::Client(Failure::Tls(e)))) => {
+            backend.reset_on_close();
+            // The client was sent an alert saying why (`client_to_backend`). Closing now,
+            // with the rest of what it sent still unread, would make the kernel answer with a
+            // reset that can overtake the alert: close the backend at once, then FIN and a
+            // bounded lingering drain, as after an http-mode error answer.
+            drop((b, c.to_backend, backend, pump));
+            if !matches!(e, TlsError::PeerAlert(_)) && client.shutdown_write().is_ok() {
+                super::linger::drain(&mut c.half, pool).await;
+            }
+            return (Outcome::ClientFailed(Failure::Tls(e)), moved);
+        }
         Some(Err(Side::Client(f))) => {
             backend.reset_on_close();
             Outcome::ClientFailed(f)
