@@ -196,6 +196,17 @@ impl<D> Runtime<D> {
     }
 }
 
+// TERN PATCH (see TERN-PATCH.md): the driver's descriptor (for `IoUringDriver`, the ring's),
+// so the ring can be given io_uring restrictions and enabled between `build()` and the first
+// `block_on`; monoio submits nothing before that.
+#[cfg(unix)]
+impl<D: std::os::fd::AsRawFd> std::os::fd::AsRawFd for Runtime<D> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.driver.as_raw_fd()
+    }
+}
+// END TERN PATCH
+
 /// Fusion Runtime is a wrapper of io_uring driver or legacy driver based
 /// runtime.
 #[cfg(feature = "legacy")]

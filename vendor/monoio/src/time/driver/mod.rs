@@ -336,6 +336,17 @@ where
     }
 }
 
+// TERN PATCH (see TERN-PATCH.md): the ring's descriptor through the timer wrapper, so a
+// runtime built by `RuntimeBuilder::build()` can be given io_uring restrictions and enabled
+// (`IORING_SETUP_R_DISABLED`) before its first `block_on`.
+#[cfg(unix)]
+impl<D: std::os::fd::AsRawFd> std::os::fd::AsRawFd for TimeDriver<D> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.park.as_raw_fd()
+    }
+}
+// END TERN PATCH
+
 impl<D> Drop for TimeDriver<D>
 where
     D: 'static,
