@@ -19,10 +19,9 @@ const WORKERS: usize = 2;
 /// Whether this kernel creates disabled rings (Linux 5.10, with restrictions); an older one
 /// must get the fallback, not a failed start.
 fn kernel_restricts() -> bool {
-    io_uring::IoUring::builder()
-        .setup_r_disabled()
-        .build(8)
-        .is_ok()
+    let ring: std::io::Result<io_uring::IoUring> =
+        io_uring::IoUring::builder().setup_r_disabled().build(8);
+    ring.is_ok()
 }
 
 fn start(certs: &Certs, backend: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Tern {
@@ -146,12 +145,7 @@ fn uring_restrict_off_serves_on_unrestricted_rings() {
 fn the_epoll_driver_has_no_ring_to_restrict() {
     let certs = Certs::new();
     let echo = echo_backend();
-    let tern = start(
-        &certs,
-        echo,
-        &[],
-        &[("MONOIO_FORCE_LEGACY_DRIVER", "1")],
-    );
+    let tern = start(&certs, echo, &[], &[("MONOIO_FORCE_LEGACY_DRIVER", "1")]);
     let text = through_every_worker(&tern, &certs, false);
     assert_workers(&tern, &text, "n/a (epoll)", 0);
 }
