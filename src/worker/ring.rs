@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Once;
 
 use monoio::time::TimeDriver;
@@ -95,12 +95,21 @@ fn build(setup: fn(&mut io_uring::Builder), disabled: bool) -> io::Result<UringR
 /// line of each worker says why). Must run on the worker's thread: with SINGLE_ISSUER, the
 /// thread that enables the ring is its only submitter.
 pub fn uring(restrict: bool) -> io::Result<(UringRuntime, &'static str, Restriction)> {
+    uring_with(restrict, uring_restrict::restrict_and_enable)
+}
+
+/// [`uring`] with the step that restricts and enables a disabled ring passed in (tests stand
+/// in a refusing kernel).
+fn uring_with(
+    restrict: bool,
+    restrict_and_enable: fn(RawFd) -> io::Result<()>,
+) -> io::Result<(UringRuntime, &'static str, Restriction)> {
     let mut last = io::Error::other("no io_uring set-up tried");
     for (name, setup) in URING_SETUPS {
         let mut refused = None;
         if restrict {
             match build(setup, true) {
-                Ok(rt) => match uring_restrict::restrict_and_enable(rt.as_raw_fd()) {
+                Ok(rt) => match restrict_and_enable(rt.as_raw_fd()) {
                     Ok(()) => return Ok((rt, name, Restriction::Restricted)),
                     // The disabled ring is dropped (nothing was submitted to it).
                     Err(e) => refused = Some(cause(&e)),
@@ -185,5 +194,30 @@ mod tests {
         });
         let e = opened.expect_err("open must be refused on a restricted ring");
         assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    }
+
+    /// A kernel that refuses restrictions (as one before 5.10 would) gets the same set-up
+    /// unrestricted, which serves and opens files as before.
+    #[test]
+    fn a_refusal_falls_back_to_an_unrestricted_ring() {
+        fn refuse(_: RawFd) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        }
+        let Ok(plain) = uring(false) else {
+            eprintln!("io_uring unavailable here; skipped");
+            return;
+        };
+        let (mut rt, setup, state) = uring_with(true, refuse).unwrap();
+        assert_eq!(setup, plain.1, "the same set-up as without restrictions");
+        drop(plain);
+        assert_eq!(
+            state,
+            Restriction::Refused("EINVAL: kernel before 5.10".into())
+        );
+        let opened = rt.block_on(async {
+            monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+            monoio::fs::File::open("/proc/self/status").await
+        });
+        assert!(opened.is_ok(), "{:?}", opened.err());
     }
 }
