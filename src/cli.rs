@@ -347,6 +347,12 @@ pub struct Tuning {
     /// log, never exec.
     #[arg(long, value_enum, default_value_t = Toggle::On)]
     pub sandbox: Toggle,
+    /// Limit each worker's io_uring ring to the operations tern submits (accept, connect,
+    /// recv, send, poll, cancel, close, read, timeout): anything else, opening a file for one,
+    /// fails in the kernel. A kernel without io_uring restrictions (before 5.10) gets
+    /// unrestricted rings, said in each worker's start line.
+    #[arg(long, value_enum, default_value_t = Toggle::On)]
+    pub uring_restrict: Toggle,
     /// More log output (-v debug: one line per connection error, -vv trace).
     #[arg(short, long, action = ArgAction::Count)]
     pub verbose: u8,

@@ -242,6 +242,7 @@ pub fn run(
             id,
             cpu,
             driver,
+            uring_restrict: cfg.uring_restrict,
             listeners: std::mem::take(&mut per_worker[id]),
             generation: cfg.generation.clone(),
             pool_stats: std::mem::take(&mut pool_stats[id]),

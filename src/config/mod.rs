@@ -71,6 +71,8 @@ pub struct Config {
     pub upgrade_socket: Option<PathBuf>,
     /// Confine the process after start-up (`--sandbox`).
     pub sandbox: bool,
+    /// Limit each worker's io_uring ring to the operations tern submits (`--uring-restrict`).
+    pub uring_restrict: bool,
     /// Every file read at start-up (config, certificates, keys, OCSP responses, ticket key):
     /// a reload reads them again, so the sandbox keeps them readable.
     pub files_read: Vec<PathBuf>,
@@ -338,6 +340,7 @@ impl Config {
             watch: t.watch,
             upgrade_socket: t.upgrade_socket.clone(),
             sandbox: t.sandbox == Toggle::On,
+            uring_restrict: t.uring_restrict == Toggle::On,
             files_read,
             files_written,
         })

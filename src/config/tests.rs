@@ -223,6 +223,8 @@ fn simple_flags_make_one_pool_and_one_route() {
         ]
     );
     assert!(cfg.sandbox && cfg.files_written.is_empty());
+    // So are io_uring restrictions.
+    assert!(cfg.uring_restrict);
     let cli = parse(&[
         "--listen",
         "127.0.0.1:0",
@@ -334,6 +336,8 @@ pool = "api"
         path.to_str().unwrap(),
         "--sandbox",
         "off",
+        "--uring-restrict",
+        "off",
         "--ticket-key-file",
         secret.to_str().unwrap(),
         "--access-log",
@@ -346,6 +350,7 @@ pool = "api"
     assert_eq!(cfg.files_read.len(), 6);
     assert_eq!(cfg.files_written, vec![log]);
     assert!(!cfg.sandbox);
+    assert!(!cfg.uring_restrict);
 }
 
 #[test]

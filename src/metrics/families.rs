@@ -180,6 +180,14 @@ fn connection_families(workers: &[(Labels, &WorkerStats)]) -> Vec<Family> {
         ),
         per_worker(
             workers,
+            "tern_worker_uring_restricted",
+            Kind::Gauge,
+            "1 if the worker's io_uring ring runs with restrictions (only the operations tern \
+             submits), 0 if unrestricted (--uring-restrict off, an old kernel) or on epoll.",
+            |w| Value::Count(w.uring_restricted.get()),
+        ),
+        per_worker(
+            workers,
             "tern_connections_denied",
             Kind::Counter,
             "Connections closed at accept because their address is denied (--deny), not \
@@ -464,6 +472,7 @@ mod tests {
         w1.accepted.add(7);
         w1.refused_at_limit.add(2);
         w1.open.add(3);
+        w1.uring_restricted.set(1);
         w1.bytes_to_backend.add(100);
         w1.bytes_to_client.add(200);
         w1.backend_connect_failures.inc();
@@ -505,6 +514,8 @@ mod tests {
             "tern_connections_accepted_total{worker=\"1\"} 7",
             "tern_connections_refused_total{worker=\"1\"} 2",
             "tern_connections_open{worker=\"1\"} 3",
+            "tern_worker_uring_restricted{worker=\"0\"} 0",
+            "tern_worker_uring_restricted{worker=\"1\"} 1",
             "tern_connections_denied_total{worker=\"1\"} 8",
             "tern_connections_refused_per_ip_total{worker=\"1\"} 9",
             "tern_proxy_header_refused_total{worker=\"1\"} 10",

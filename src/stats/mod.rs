@@ -80,6 +80,8 @@ pub struct WorkerStats {
     pub bytes_to_client: Counter,
     /// Connections open now (a gauge).
     pub open: Counter,
+    /// 1 once the worker serves on a ring with io_uring restrictions, 0 otherwise (a gauge).
+    pub uring_restricted: Counter,
     /// Handshakes by TLS version, outcome and resumption, and how long the completed ones took.
     pub handshakes: Handshakes,
     /// Time to establish each successful backend TCP connection.
@@ -104,6 +106,7 @@ impl Default for WorkerStats {
             bytes_to_backend: Counter::new(),
             bytes_to_client: Counter::new(),
             open: Counter::new(),
+            uring_restricted: Counter::new(),
             handshakes: Handshakes::default(),
             connect_time: Histogram::new(Bounds::CONNECT),
             http: HttpStats::default(),

@@ -11,16 +11,13 @@
 //! ring with), all without SQE flags. Timeout is added for kernels without EXT_ARG (before
 //! 5.11), where monoio waits with a timeout operation instead of an argument.
 //!
-//! Not wired into the workers yet: monoio 0.2.4 builds the ring inside
-//! `RuntimeBuilder::build()` and hands out neither the ring nor its descriptor
-//! (`Runtime::driver` is crate-private). It submits nothing before the first `block_on`, so
-//! two trait impls are all it needs (vendored monoio):
-//! `impl<D: AsRawFd> AsRawFd for TimeDriver<D>` (returning `self.park.as_raw_fd()`) and
-//! `impl<D: AsRawFd> AsRawFd for Runtime<D>` (returning `self.driver.as_raw_fd()`). Then the
-//! worker adds `setup_r_disabled()` to each io_uring set-up and calls
-//! `restrict_and_enable(rt.as_raw_fd())` between `build()` and `block_on` (on failure: log and
-//! try the next set-up). Tried that way, the tcp, http, lifecycle, routing and memory
-//! end-to-end tests pass on restricted rings (DEFER_TASKRUN included).
+//! Applied by each worker (src/worker/ring.rs, `--uring-restrict`): monoio 0.2.4 builds the
+//! ring inside `RuntimeBuilder::build()` and keeps it private, so tern builds with a vendored
+//! monoio whose `Runtime` and `TimeDriver` implement `AsRawFd` (vendor/monoio/TERN-PATCH.md).
+//! monoio submits nothing before the first `block_on`, so the worker builds the ring with
+//! `setup_r_disabled()` and calls [`restrict_and_enable`] on `rt.as_raw_fd()` in between; when
+//! the kernel refuses, it builds the same set-up unrestricted. The whole end-to-end suite runs
+//! on restricted rings (DEFER_TASKRUN included): an operation missing here fails with EACCES.
 
 use std::io;
 use std::os::fd::RawFd;

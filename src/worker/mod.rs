@@ -47,6 +47,8 @@ pub struct Spec {
     pub id: usize,
     pub cpu: usize,
     pub driver: Driver,
+    /// Restrict the ring to the operations tern submits (`--uring-restrict`).
+    pub uring_restrict: bool,
     pub listeners: Vec<std::net::TcpListener>,
     pub generation: Arc<Generation>,
     /// This worker's counters for each pool of the generation (by pool index).
@@ -72,9 +74,6 @@ pub fn spawn(spec: Spec) -> io::Result<JoinHandle<()>> {
         .spawn(move || thread_main(spec))
 }
 
-/// Ring size: enough submission slots for bursts of accepts and I/O on many connections.
-const ENTRIES: u32 = 4096;
-
 fn thread_main(mut spec: Spec) {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: spec.cpu }) {
         warn!(
@@ -88,65 +87,31 @@ fn thread_main(mut spec: Spec) {
     let fail = |what: &str, e: io::Error| {
         let _ = ready.send(Err(format!("worker {id}: {what}: {e}")));
     };
-    match spec.driver {
-        Driver::IoUring => {
-            let mut last = io::Error::other("no io_uring set-up tried");
-            for (name, setup) in URING_SETUPS {
-                let mut b = io_uring::IoUring::builder();
-                setup(&mut b);
-                match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                    .uring_builder(b)
-                    .with_entries(ENTRIES)
-                    .enable_timer()
-                    .build()
-                {
-                    Ok(mut rt) => return rt.block_on(run(spec, name)),
-                    Err(e) => last = e,
-                }
+    if spec.driver == Driver::IoUring {
+        match ring::uring(spec.uring_restrict) {
+            Ok((mut rt, setup, restriction)) => return rt.block_on(run(spec, setup, restriction)),
+            Err(e) => {
+                // The probe at start-up found io_uring usable, but this worker cannot have a
+                // ring (locked-memory limit, ENOMEM): it serves on epoll rather than not at all.
+                warn!(
+                    worker = spec.id,
+                    "cannot create an io_uring ring ({e}); this worker falls back to the epoll driver"
+                );
+                spec.driver = Driver::Legacy;
             }
-            // The probe at start-up found io_uring usable, but this worker cannot have a ring
-            // (locked-memory limit, ENOMEM): it serves on epoll rather than not at all.
-            warn!(
-                worker = spec.id,
-                "cannot create an io_uring ring ({last}); this worker falls back to the epoll driver"
-            );
-            spec.driver = Driver::Legacy;
-            legacy(spec, fail)
         }
-        Driver::Legacy => legacy(spec, fail),
     }
-}
-
-fn legacy(spec: Spec, fail: impl Fn(&str, io::Error)) {
-    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-        .with_entries(ENTRIES)
-        .enable_timer()
-        .build()
-    {
-        Ok(mut rt) => rt.block_on(run(spec, "epoll")),
+    match ring::legacy() {
+        Ok(mut rt) => rt.block_on(run(spec, "epoll", Restriction::NotApplicable)),
         Err(e) => fail("cannot create the epoll runtime", e),
     }
 }
 
-/// io_uring set-ups from best to most compatible. A thread-per-core worker is the ring's only
-/// submitter, so the kernel may defer completion work to the moment the worker asks for events
-/// (DEFER_TASKRUN, Linux 6.1) instead of interrupting it; COOP_TASKRUN (5.19) is the next best.
-/// Measured here with 50 keep-alive connections in tcp mode: requests per CPU-second of tern
-/// went from ~50k (plain) to ~75k with either. Kernels that refuse a flag get the next set-up.
-type UringSetup = (&'static str, fn(&mut io_uring::Builder));
-const URING_SETUPS: [UringSetup; 3] = [
-    ("defer-taskrun", |b| {
-        b.setup_single_issuer().setup_defer_taskrun();
-    }),
-    ("coop-taskrun", |b| {
-        b.setup_coop_taskrun();
-    }),
-    ("plain", |_| {}),
-];
-
 mod door;
+mod ring;
 
 use door::{Acceptor, Door, Front};
+use ring::Restriction;
 
 /// Open connections of this worker against its limit.
 struct Gate {
@@ -176,7 +141,7 @@ impl Drop for Slot {
     }
 }
 
-async fn run(spec: Spec, setup: &'static str) {
+async fn run(spec: Spec, setup: &'static str, restriction: Restriction) {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         let _ = spec
             .ready
@@ -248,11 +213,16 @@ async fn run(spec: Spec, setup: &'static str) {
         };
         monoio::spawn(accept_loop(acceptor, listener, stop.clone()));
     }
+    // The worker is this gauge's one writer.
+    spec.stats
+        .uring_restricted
+        .set(u64::from(restriction.is_restricted()));
     info!(
         worker = spec.id,
         cpu = spec.cpu,
         driver = ?spec.driver,
         setup,
+        ring = %restriction,
         max_conns = spec.max_conns,
         max_handshakes = spec.front.max_handshakes,
         "worker started"
@@ -271,6 +241,7 @@ async fn run(spec: Spec, setup: &'static str) {
                     cpu = spec.cpu,
                     driver = ?spec.driver,
                     setup,
+                    ring = %restriction,
                     generation = generation.id,
                     "worker serving a new generation"
                 );
