@@ -33,7 +33,8 @@ scoped_thread_local!(pub(crate) static BUILD_THREAD_ID: usize);
 
 impl<T> Default for RuntimeBuilder<T> {
     /// Create a default runtime builder
-    #[must_use]
+    // TERN PATCH: `#[must_use]` removed here (rustc warns it has no effect on a trait impl
+    // method and will become an error); see TERN-PATCH.md.
     fn default() -> Self {
         RuntimeBuilder::<T>::new()
     }
