@@ -123,7 +123,10 @@ fn wait_both_up(front: SocketAddr, terns: &[&Tern], certs: &Certs) {
         if before.iter().zip(&after).all(|(b, a)| a > b) {
             return;
         }
-        assert!(Instant::now() < deadline, "haproxy never used both instances");
+        assert!(
+            Instant::now() < deadline,
+            "haproxy never used both instances"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -192,7 +195,11 @@ fn sessions_resume_across_instances(mode: &str) {
         exchange(&mut s, mode);
         let kind = s.conn.handshake_kind();
         if i > 0 {
-            assert_eq!(kind, Some(HandshakeKind::Resumed), "connection {i} ({mode})");
+            assert_eq!(
+                kind,
+                Some(HandshakeKind::Resumed),
+                "connection {i} ({mode})"
+            );
         }
     }
     // Round-robin alternates, so each instance resumed tickets the other one issued.
@@ -239,21 +246,77 @@ fn without_a_shared_key_file_sessions_do_not_cross_instances() {
     let a = instance(&certs, backend.addr, "http", &["--ticket-key-file", &a_key]);
     let b = instance(&certs, backend.addr, "http", &["--ticket-key-file", &b_key]);
     let cfg = resuming_client(&certs);
-    let header = b"PROXY TCP4 127.0.0.2 127.0.0.1 1 443\r\n";
-    let via = |t: &Tern| {
-        let mut tcp = TcpStream::connect_timeout(&t.addr(), WAIT).unwrap();
-        tcp.set_read_timeout(Some(WAIT)).unwrap();
-        tcp.write_all(header).unwrap();
-        let conn =
-            rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap()).unwrap();
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        assert_eq!(get(&mut s, "/name").unwrap(), "b");
-        s.conn.handshake_kind()
-    };
-    assert_eq!(via(&a), Some(HandshakeKind::Full));
-    assert_eq!(via(&a), Some(HandshakeKind::Resumed), "a resumes its own");
-    assert_eq!(via(&b), Some(HandshakeKind::Full), "b cannot open a's ticket");
+    assert_eq!(session_on(&a, &cfg), Some(HandshakeKind::Full));
+    assert_eq!(
+        session_on(&a, &cfg),
+        Some(HandshakeKind::Resumed),
+        "a resumes its own"
+    );
+    assert_eq!(
+        session_on(&b, &cfg),
+        Some(HandshakeKind::Full),
+        "b cannot open a's ticket"
+    );
     assert_eq!(resumed_on(&b), 0);
+}
+
+/// A session over PROXY v1 straight to `tern` (as the balancer would send it); how it began.
+fn session_on(tern: &Tern, cfg: &Arc<rustls::ClientConfig>) -> Option<HandshakeKind> {
+    let mut tcp = TcpStream::connect_timeout(&tern.addr(), WAIT).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(b"PROXY TCP4 127.0.0.2 127.0.0.1 1 443\r\n")
+        .unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    // The answer also brings the tickets the next connection offers.
+    assert_eq!(get(&mut s, "/name").unwrap(), "b");
+    s.conn.handshake_kind()
+}
+
+/// Rotating the key file across the fleet: tern holds one secret, so a reloaded instance
+/// refuses tickets made under the old one (a full handshake, not an error), instances on
+/// different secrets do not resume each other's, and once all have reloaded they do again.
+#[test]
+fn rotating_the_key_file_across_the_fleet() {
+    let certs = Certs::new();
+    let backend = TestBackend::start("b");
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "ticket.key", 1);
+    let a = instance(&certs, backend.addr, "http", &["--ticket-key-file", &key]);
+    let b = instance(&certs, backend.addr, "http", &["--ticket-key-file", &key]);
+    let cfg = resuming_client(&certs);
+    assert_eq!(session_on(&a, &cfg), Some(HandshakeKind::Full));
+    assert_eq!(session_on(&b, &cfg), Some(HandshakeKind::Resumed));
+    let reload = |t: &Tern, n: usize| {
+        t.signal(libc::SIGHUP);
+        assert!(t.wait_for_count("reloaded", n, WAIT), "{}", t.log_text());
+    };
+    std::fs::write(&key, [2u8; 48]).unwrap();
+    reload(&a, 1);
+    assert_eq!(
+        session_on(&a, &cfg),
+        Some(HandshakeKind::Full),
+        "old secret"
+    );
+    assert_eq!(
+        session_on(&b, &cfg),
+        Some(HandshakeKind::Full),
+        "mixed fleet"
+    );
+    reload(&b, 1);
+    assert_eq!(
+        session_on(&a, &cfg),
+        Some(HandshakeKind::Full),
+        "b's old ticket"
+    );
+    assert_eq!(
+        session_on(&b, &cfg),
+        Some(HandshakeKind::Resumed),
+        "both new"
+    );
+    // A reload that finds the same bytes keeps the secret: sessions survive it.
+    reload(&a, 2);
+    assert_eq!(session_on(&a, &cfg), Some(HandshakeKind::Resumed));
 }
 
 /// SIGTERM one instance under load: its `/healthz` answers 503 from the start of the drain,
@@ -276,8 +339,13 @@ fn draining_one_instance_under_load_loses_no_request() {
     let cfg = certs.client(&[&TLS13]);
     let clients: Vec<_> = (0..3)
         .map(|_| {
-            let (stop, ok, failures, cfg, front) =
-                (stop.clone(), ok.clone(), failures.clone(), cfg.clone(), lb.addr);
+            let (stop, ok, failures, cfg, front) = (
+                stop.clone(),
+                ok.clone(),
+                failures.clone(),
+                cfg.clone(),
+                lb.addr,
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match connect_from_2(front, &cfg).and_then(|mut s| get(&mut s, "/name")) {
