@@ -466,21 +466,11 @@ fn connections_per_ip_in_tcp_mode() {
     ping(&mut other);
 }
 
-fn haproxy_available() -> bool {
-    std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// HAProxy in `mode tcp` with `send-proxy-v2` (and its CRC32C and unique-id TLVs) in front:
 /// the client's own address, not HAProxy's, reaches the backend.
 #[test]
 fn haproxy_in_front_with_send_proxy_v2() {
-    if !haproxy_available() {
-        eprintln!(
-            "SKIPPED: haproxy is not installed (apt-get install haproxy); .ci/run installs it"
-        );
+    if !common::haproxy::available() {
         return;
     }
     let certs = Certs::new();
@@ -490,42 +480,14 @@ fn haproxy_in_front_with_send_proxy_v2() {
         backend.addr,
         &["--accept-proxy", "--proxy-from", "127.0.0.1/32"],
     );
-    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let front_addr = front.local_addr().unwrap();
-    drop(front);
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("haproxy.cfg");
-    std::fs::write(
-        &conf,
-        format!(
-            "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend f\n  bind {front_addr}\n  unique-id-format %ci:%cp_%Ts\n  default_backend t\n\
-             backend t\n  server tern {} send-proxy-v2 proxy-v2-options crc32c,unique-id\n",
+    let haproxy = common::haproxy::HaProxy::start(
+        "  unique-id-format %ci:%cp_%Ts\n",
+        &format!(
+            "backend t\n  server tern {} send-proxy-v2 proxy-v2-options crc32c,unique-id\n",
             tern.addr()
         ),
-    )
-    .unwrap();
-    let mut haproxy = std::process::Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let guard = Kill(&mut haproxy);
-    // HAProxy is ready once it accepts.
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect_timeout(&front_addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "haproxy did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    );
+    let front_addr = haproxy.addr;
     let cfg = certs.client(&[&TLS13]);
     // From 127.0.0.2: HAProxy connects to tern from 127.0.0.1, so only the header can say .2.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -541,7 +503,7 @@ fn haproxy_in_front_with_send_proxy_v2() {
         0
     );
     drop(s);
-    drop(guard);
+    drop(haproxy);
 }
 
 /// The lists live in the generation: a reload changes them for new connections, and the

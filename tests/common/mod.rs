@@ -3,6 +3,7 @@
 //! when its handle drops.
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod hop;
 pub mod http;
 pub mod pki;
