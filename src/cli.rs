@@ -257,6 +257,10 @@ pub struct Tuning {
     /// On SIGTERM/SIGINT, time open connections get to finish before tern exits.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse)]
     pub drain_timeout: Duration,
+    /// On SIGTERM/SIGINT, keep accepting this long after /healthz turns 503, so a balancer
+    /// checking it takes tern out before its listeners close (0 = close at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration::parse)]
+    pub drain_delay: Duration,
     /// ALPN protocols to offer, most preferred first, e.g. http/1.1 [default: none].
     #[arg(long, value_name = "PROTO,...", value_delimiter = ',')]
     pub alpn: Vec<String>,

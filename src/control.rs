@@ -296,6 +296,8 @@ pub fn run(
         controls,
         stats,
         drain_timeout: cfg.drain_timeout,
+        drain_delay: cfg.drain_delay,
+        drain_at: None,
         generation: cfg.generation.clone(),
         health,
         metrics,
@@ -352,6 +354,10 @@ struct Supervisor {
     controls: Vec<flume::Sender<Control>>,
     stats: Vec<Arc<WorkerStats>>,
     drain_timeout: Duration,
+    /// `--drain-delay`: between /healthz turning 503 and the listeners closing.
+    drain_delay: Duration,
+    /// The end of the drain delay, while it runs.
+    drain_at: Option<std::time::Instant>,
     /// The generation in service.
     generation: Arc<Generation>,
     health: Health,
@@ -388,10 +394,17 @@ impl Supervisor {
                         std::process::exit(1);
                     }
                     _ => {
-                        self.drain(&format!("signal {sig}"));
+                        self.signalled(sig);
                         draining = true;
                     }
                 }
+            }
+            if self
+                .drain_at
+                .is_some_and(|at| std::time::Instant::now() >= at)
+            {
+                self.drain_at = None;
+                self.drain("drain delay over");
             }
             if let Some(pid) = self.upgrade.as_ref().and_then(|u| u.successor_ready()) {
                 let server = self.upgrade.take();
@@ -443,6 +456,26 @@ impl Supervisor {
             return Err(RunError::Runtime("a worker failed".into()));
         }
         Ok(())
+    }
+
+    /// SIGTERM/SIGINT: drain, at once or after `--drain-delay`. During the delay /healthz
+    /// answers 503 and the service manager hears STOPPING=1, but the listeners keep accepting:
+    /// a balancer that checks /healthz every few hundred milliseconds has taken tern out by
+    /// the time they close, so no connection it sent meanwhile meets a closed port (or is
+    /// reset in a closing accept queue).
+    fn signalled(&mut self, sig: i32) {
+        if self.drain_delay.is_zero() {
+            self.drain(&format!("signal {sig}"));
+            return;
+        }
+        self.health.set_draining();
+        self.upgrade = None;
+        crate::sys::notify::stopping();
+        info!(
+            "signal {sig}: /healthz answers 503; still accepting for {} (--drain-delay), then draining",
+            crate::util::duration::show(self.drain_delay)
+        );
+        self.drain_at = Some(std::time::Instant::now() + self.drain_delay);
     }
 
     /// Stops accepting (SIGTERM/SIGINT, or a successor took over) and lets open connections

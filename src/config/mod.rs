@@ -58,6 +58,8 @@ pub struct Config {
     /// PROXY header timeout, handshake admission, per-client share.
     pub front: FrontSettings,
     pub drain_timeout: Duration,
+    /// `--drain-delay`: accepting goes on this long after /healthz turns 503 on SIGTERM.
+    pub drain_delay: Duration,
     pub access_log: Option<Arc<AccessLogTarget>>,
     pub log_format: crate::proxy::accesslog::LogFormat,
     /// Who to become after binding (`--user`).
@@ -333,6 +335,7 @@ impl Config {
                 ..Settings::default()
             },
             drain_timeout: t.drain_timeout,
+            drain_delay: t.drain_delay,
             access_log,
             log_format: t.log_format,
             user,

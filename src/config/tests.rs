@@ -94,6 +94,7 @@ fn defaults() {
     assert_eq!(t.idle_timeout, Duration::from_secs(300));
     assert_eq!(t.connect_timeout, Duration::from_secs(5));
     assert_eq!(t.drain_timeout, Duration::from_secs(30));
+    assert_eq!(t.drain_delay, Duration::ZERO);
     assert_eq!(t.tickets, Toggle::On);
     assert_eq!(t.verbosity(), 1);
     let cli = parse(&["--cores", "0-1,3", "--max-conns", "100", "-vv"]).unwrap();
