@@ -318,3 +318,38 @@ fn a_reload_may_read_only_where_tern_started_from() {
         }
     }
 }
+
+/// A backend given by host name is resolved again by every reload; under the sandbox that
+/// still works, because name resolution's own files (/etc/hosts, /etc/resolv.conf, ...) stay
+/// readable, each file alone.
+#[test]
+fn a_reload_under_the_sandbox_resolves_host_names_again() {
+    if !kernel_has_landlock() {
+        eprintln!("no Landlock in this kernel: nothing to observe");
+        return;
+    }
+    let certs = Certs::new();
+    let backend = echo_backend();
+    let by_name = format!("localhost:{}", backend.port());
+    let mut args = tern_args(&certs, backend, &["--sandbox", "on"]);
+    let at = args.iter().position(|a| a == "--backend").unwrap();
+    args[at + 1] = by_name;
+    let tern = Tern::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        tern.wait_log("sandbox: Landlock", WAIT),
+        "{}",
+        tern.log_text()
+    );
+    tern.signal(libc::SIGHUP);
+    assert!(tern.wait_log("reloaded", WAIT), "{}", tern.log_text());
+    assert!(
+        !tern.log_text().contains("reload failed"),
+        "{}",
+        tern.log_text()
+    );
+    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+}

@@ -4,6 +4,10 @@
 //!   both the directory the path names and the one it resolves to — because a reload re-reads
 //!   the same paths, and certbot (`live/` symlinks into `archive/`) and Kubernetes (a `..data`
 //!   symlink swapped to a new directory) replace certificates by making new files there;
+//! - reading the files name resolution reads ([`NAME_SERVICE_FILES`]: `/etc/hosts`,
+//!   `/etc/resolv.conf`, ...), each file alone, not the directory: a reload resolves
+//!   host-name backends again, and glibc (2.34+, where the files and dns modules are part of
+//!   libc itself) needs only these;
 //! - writing (not creating, truncating or removing) the log files it writes;
 //! - nothing else: no other reads, no creating, renaming or removing anything, no device
 //!   ioctls, and no `exec` at all — the execute right is handled and granted nowhere, so even
@@ -57,11 +61,23 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// What glibc's resolver reads to turn a host name into addresses; each one that exists stays
+/// readable (the file, and where a symlink such as systemd-resolved's `resolv.conf` leads).
+pub const NAME_SERVICE_FILES: &[&str] = &[
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+];
+
 /// The rules, from the files tern reads and writes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Directories beneath which files may be read and listed.
     pub read_dirs: Vec<PathBuf>,
+    /// Single files that may be read (name resolution's).
+    pub read_files: Vec<PathBuf>,
     /// Files that may be opened for writing.
     pub write_files: Vec<PathBuf>,
 }
@@ -79,11 +95,24 @@ impl Plan {
         }
         read_dirs.sort();
         read_dirs.dedup();
+        let mut read_files = Vec::new();
+        for f in NAME_SERVICE_FILES {
+            let p = Path::new(f);
+            if p.exists() {
+                read_files.push(p.to_path_buf());
+                if let Ok(real) = std::fs::canonicalize(p) {
+                    read_files.push(real);
+                }
+            }
+        }
+        read_files.sort();
+        read_files.dedup();
         let mut write_files = write_paths.to_vec();
         write_files.sort();
         write_files.dedup();
         Plan {
             read_dirs,
+            read_files,
             write_files,
         }
     }
@@ -116,6 +145,7 @@ pub fn confine(read_paths: &[PathBuf], write_paths: &[PathBuf]) -> Outcome {
     match &outcome {
         Outcome::Enforced { .. } | Outcome::Partial { .. } => info!(
             reads_beneath = %show(&plan.read_dirs),
+            reads = %show(&plan.read_files),
             writes = %show(&plan.write_files),
             "sandbox: {outcome}; no exec, nothing else on the file system"
         ),
@@ -131,6 +161,12 @@ fn restrict(plan: &Plan) -> Result<RestrictionStatus, String> {
     for dir in &plan.read_dirs {
         let fd = PathFd::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         rules.push(PathBeneath::new(fd, read));
+    }
+    for file in &plan.read_files {
+        // Best effort: a file that vanished since the plan only loses its rule.
+        if let Ok(fd) = PathFd::new(file) {
+            rules.push(PathBeneath::new(fd, AccessFs::ReadFile));
+        }
     }
     for file in &plan.write_files {
         let fd = PathFd::new(file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -197,6 +233,11 @@ mod tests {
         want.sort();
         assert_eq!(plan.read_dirs, want);
         assert_eq!(plan.write_files, vec![log]);
+        // Name resolution's files, alone (not /etc), wherever they exist.
+        if Path::new("/etc/hosts").exists() {
+            assert!(plan.read_files.contains(&PathBuf::from("/etc/hosts")));
+        }
+        assert!(!plan.read_dirs.contains(&PathBuf::from("/etc")));
     }
 
     #[test]
