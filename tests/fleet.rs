@@ -74,16 +74,7 @@ fn connect_from_2(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> std::io:
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     sock.bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())?;
     sock.connect_timeout(&addr.into(), WAIT)?;
-    let tcp: TcpStream = sock.into();
-    tcp.set_read_timeout(Some(WAIT))?;
-    tcp.set_write_timeout(Some(WAIT))?;
-    let conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap())
-        .map_err(std::io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock)?;
-    }
-    Ok(s)
+    tls_over(sock.into(), cfg, "localhost")
 }
 
 /// GET `path`; the body of a 200, or an error for anything else.

@@ -62,15 +62,7 @@ fn handshake(
     tcp: TcpStream,
     cfg: &std::sync::Arc<rustls::ClientConfig>,
 ) -> std::io::Result<TlsStream> {
-    tcp.set_read_timeout(Some(WAIT))?;
-    tcp.set_write_timeout(Some(WAIT))?;
-    let conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap())
-        .map_err(std::io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock)?;
-    }
-    Ok(s)
+    tls_over(tcp, cfg, "localhost")
 }
 
 /// Connects, sends `header`, then does the handshake.

@@ -219,11 +219,7 @@ fn sandbox_off_leaves_the_process_as_it_was() {
         let nnp = no_new_privs_per_thread(tern.pid());
         assert!(nnp.iter().all(|v| v == "0"), "{nnp:?}");
     }
-    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
-    s.write_all(b"ping").unwrap();
-    let mut back = [0u8; 4];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"ping");
+    echoes_ping(&tern, &certs);
 }
 
 #[test]
@@ -253,11 +249,7 @@ fn as_root_user_nobody_drops_to_its_uid_confined_and_serves() {
             tern.log_text()
         );
     }
-    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
-    s.write_all(b"ping").unwrap();
-    let mut back = [0u8; 4];
-    s.read_exact(&mut back).unwrap();
-    assert_eq!(&back, b"ping");
+    echoes_ping(&tern, &certs);
 }
 
 /// A config file naming `certs`' files; tern reads it with `--config`.
@@ -347,6 +339,11 @@ fn a_reload_under_the_sandbox_resolves_host_names_again() {
         "{}",
         tern.log_text()
     );
+    echoes_ping(&tern, &certs);
+}
+
+/// One TLS connection through `tern` to the echo backend carries a ping there and back.
+fn echoes_ping(tern: &Tern, certs: &Certs) {
     let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
     s.write_all(b"ping").unwrap();
     let mut back = [0u8; 4];

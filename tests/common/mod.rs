@@ -321,7 +321,11 @@ pub fn connect_as(
     cfg: &Arc<ClientConfig>,
     name: &str,
 ) -> std::io::Result<TlsStream> {
-    let tcp = TcpStream::connect_timeout(&addr, WAIT)?;
+    tls_over(TcpStream::connect_timeout(&addr, WAIT)?, cfg, name)
+}
+
+/// The TLS handshake over an already connected socket (read/write timeouts set on it).
+pub fn tls_over(tcp: TcpStream, cfg: &Arc<ClientConfig>, name: &str) -> std::io::Result<TlsStream> {
     tcp.set_read_timeout(Some(WAIT))?;
     tcp.set_write_timeout(Some(WAIT))?;
     let name = ServerName::try_from(name.to_string()).map_err(std::io::Error::other)?;
