@@ -44,6 +44,12 @@ EXPLAINED = {
         "client may choose (Mozilla's guidance); testssl 3.2 rates this INFO (PR #2235), the "
         "3.0.8 package HIGH",
     ),
+    "engine_problem": (
+        "No engine or GOST support via engine with your /usr/bin/openssl",
+        None,
+        "about the scanner, not the server: the machine's OpenSSL 3 has no GOST engine, which "
+        "only GOST cipher checks need (tern offers no GOST suites; rustls has none)",
+    ),
     "sessionresumption_ticket": (
         "check failed because of connect problem",
         None,
