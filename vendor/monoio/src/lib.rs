@@ -25,6 +25,10 @@ extern crate alloc;
 
 #[cfg(feature = "sync")]
 pub mod blocking;
+// TERN PATCH: multishot receive into provided-buffer rings (TERN-PATCH.md).
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub mod buf_ring;
+// END TERN PATCH
 
 pub mod buf;
 pub mod fs;

@@ -14,8 +14,10 @@ pub(crate) mod thread;
 
 #[cfg(feature = "legacy")]
 mod legacy;
+// TERN PATCH: crate-visible for `crate::buf_ring` (TERN-PATCH.md, "multishot receive").
 #[cfg(all(target_os = "linux", feature = "iouring"))]
-mod uring;
+pub(crate) mod uring;
+// END TERN PATCH
 
 mod util;
 
@@ -193,6 +195,36 @@ impl Inner {
             }
         }
     }
+
+    // TERN PATCH: multishot receive (TERN-PATCH.md): io_uring only.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub(crate) fn recv_multishot(
+        &self,
+        fd: &shared_fd::SharedFd,
+        group: u16,
+    ) -> io::Result<uring::multishot::MultishotRecv> {
+        match self {
+            Inner::Uring(this) => {
+                uring::multishot::MultishotRecv::new(this.clone(), fd.clone(), group)
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(crate::buf_ring::unsupported()),
+        }
+    }
+
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub(crate) fn buf_ring_available(&self, group: u16) -> Option<u16> {
+        match self {
+            Inner::Uring(this) => {
+                // SAFETY: single-threaded driver, no other borrow live.
+                let inner = unsafe { &*this.get() };
+                inner.buf_ring(group).map(|r| r.available())
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+    // END TERN PATCH
 
     #[cfg(all(target_os = "linux", feature = "iouring", feature = "legacy"))]
     fn is_legacy(&self) -> bool {

@@ -22,6 +22,21 @@ pub(crate) enum Lifecycle {
 
     /// The operation has completed.
     Completed(io::Result<u32>, u32),
+
+    // TERN PATCH: multishot operations (vendor/monoio/TERN-PATCH.md, "multishot receive").
+    /// A multishot operation: one submission, many completions, queued in arrival order until
+    /// the owner takes them. `ended` once a completion without `IORING_CQE_F_MORE` arrived:
+    /// the kernel posts nothing more for this index.
+    Multi(super::multishot::MultiState),
+
+    /// A multishot operation whose owner went away before its last completion. Completions
+    /// still arriving give their buffers straight back to the ring; the last one frees the
+    /// slot. `_keep` holds what the kernel may still use (the descriptor).
+    IgnoredMulti {
+        ring: std::rc::Rc<super::buf_ring::BufRing>,
+        _keep: Box<dyn std::any::Any>,
+    },
+    // END TERN PATCH
 }
 
 impl<'a> Ref<'a, Lifecycle> {
@@ -44,6 +59,17 @@ impl<'a> Ref<'a, Lifecycle> {
                 self.remove();
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
+            // TERN PATCH: multishot completions queue up; an abandoned one recycles its buffer.
+            Lifecycle::Multi(state) => state.push(result, flags),
+            Lifecycle::IgnoredMulti { ring, .. } => {
+                if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
+                    ring.recycle_filled(bid);
+                }
+                if !io_uring::cqueue::more(flags) {
+                    self.remove();
+                }
+            }
+            // END TERN PATCH
         }
     }
 
@@ -87,6 +113,9 @@ impl<'a> Ref<'a, Lifecycle> {
                 self.remove();
             }
             Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
+            // TERN PATCH: multishot slots are never owned by an `Op`.
+            Lifecycle::Multi(..) | Lifecycle::IgnoredMulti { .. } => unreachable!(),
+            // END TERN PATCH
         }
         true
     }

@@ -25,6 +25,10 @@ use super::{
 use crate::utils::slab::Slab;
 
 mod lifecycle;
+// TERN PATCH: multishot receive into provided-buffer rings (TERN-PATCH.md).
+pub(crate) mod buf_ring;
+pub(crate) mod multishot;
+// END TERN PATCH
 #[cfg(feature = "sync")]
 mod waker;
 #[cfg(feature = "sync")]
@@ -82,6 +86,10 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    // TERN PATCH: provided-buffer rings registered on this ring, by group (TERN-PATCH.md).
+    buf_rings: Vec<Rc<buf_ring::BufRing>>,
+    // END TERN PATCH
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -111,6 +119,9 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            // TERN PATCH
+            buf_rings: Vec::new(),
+            // END TERN PATCH
             uring,
         }));
 
@@ -145,6 +156,9 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            // TERN PATCH
+            buf_rings: Vec::new(),
+            // END TERN PATCH
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -545,6 +559,37 @@ impl UringInner {
         }
     }
 
+    // TERN PATCH: provided-buffer rings (TERN-PATCH.md).
+    /// Maps and registers a buffer group of `entries` buffers of `buf_len` bytes.
+    pub(crate) fn register_buf_ring(
+        &mut self,
+        group: u16,
+        entries: u16,
+        buf_len: usize,
+    ) -> io::Result<()> {
+        if self.buf_ring(group).is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("buffer group {group} is registered already"),
+            ));
+        }
+        let ring = buf_ring::BufRing::new(group, entries, buf_len)?;
+        // SAFETY: the ring's entries live in a mapping the `BufRing` owns; the driver keeps
+        // it (and leaks it if the ring may still be in use when the driver goes).
+        unsafe {
+            self.uring
+                .submitter()
+                .register_buf_ring(ring.ring_addr(), ring.entries(), group)?;
+        }
+        self.buf_rings.push(Rc::new(ring));
+        Ok(())
+    }
+
+    pub(crate) fn buf_ring(&self, group: u16) -> Option<Rc<buf_ring::BufRing>> {
+        self.buf_rings.iter().find(|r| r.group() == group).cloned()
+    }
+    // END TERN PATCH
+
     #[cfg(feature = "sync")]
     pub(crate) fn unpark(this: &Rc<UnsafeCell<UringInner>>) -> waker::UnparkHandle {
         let inner = unsafe { &*this.get() };
@@ -552,6 +597,22 @@ impl UringInner {
         waker::UnparkHandle(weak)
     }
 }
+
+// TERN PATCH: registering buffer rings from outside a runtime's context (TERN-PATCH.md).
+impl IoUringDriver {
+    /// See [`crate::buf_ring::register`].
+    pub(crate) fn register_buf_ring(
+        &self,
+        group: u16,
+        entries: u16,
+        buf_len: usize,
+    ) -> io::Result<()> {
+        // SAFETY: single-threaded driver, no other borrow live during the call.
+        let inner = unsafe { &mut *self.inner.get() };
+        inner.register_buf_ring(group, entries, buf_len)
+    }
+}
+// END TERN PATCH
 
 impl AsRawFd for IoUringDriver {
     fn as_raw_fd(&self) -> RawFd {
@@ -583,6 +644,14 @@ impl Drop for IoUringDriver {
 
 impl Drop for UringInner {
     fn drop(&mut self) {
+        // TERN PATCH: operations still in the kernel (the ring's teardown is asynchronous)
+        // might yet write into ring buffers: keep their memory mapped then.
+        if self.ops.slab.len() != 0 {
+            for ring in &self.buf_rings {
+                ring.set_leak();
+            }
+        }
+        // END TERN PATCH
         // no need to wait for completion, as the kernel will clean up the ring asynchronically.
         let _ = self.uring.submitter().submit();
         unsafe {

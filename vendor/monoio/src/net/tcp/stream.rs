@@ -177,6 +177,15 @@ impl TcpStream {
         Ok(stream)
     }
 
+    // TERN PATCH (see TERN-PATCH.md, "multishot receive").
+    /// Arms a multishot receive into buffer group `group` (registered on this runtime, see
+    /// [`crate::buf_ring`]). Fails with `Unsupported` on the epoll driver.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn recv_multishot(&self, group: u16) -> io::Result<crate::buf_ring::MultishotRecv> {
+        crate::driver::CURRENT.with(|inner| inner.recv_multishot(&self.fd, group))
+    }
+    // END TERN PATCH
+
     /// Return the local address that this stream is bound to.
     #[inline]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -100,6 +100,15 @@ impl UnixStream {
         local_addr(self.as_raw_fd())
     }
 
+    // TERN PATCH (see TERN-PATCH.md, "multishot receive").
+    /// Arms a multishot receive into buffer group `group` (registered on this runtime, see
+    /// [`crate::buf_ring`]). Fails with `Unsupported` on the epoll driver.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn recv_multishot(&self, group: u16) -> io::Result<crate::buf_ring::MultishotRecv> {
+        crate::driver::CURRENT.with(|inner| inner.recv_multishot(&self.fd, group))
+    }
+    // END TERN PATCH
+
     /// Returns the socket address of the remote half of this connection.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         peer_addr(self.as_raw_fd())

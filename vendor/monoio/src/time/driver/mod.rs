@@ -376,3 +376,12 @@ impl fmt::Debug for Inner {
         fmt.debug_struct("Inner").finish()
     }
 }
+
+// TERN PATCH (see TERN-PATCH.md, "multishot receive"): buffer rings through the time driver.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+impl<D: crate::buf_ring::BufRingDriver> crate::buf_ring::BufRingDriver for TimeDriver<D> {
+    fn register_buf_ring(&self, group: u16, entries: u16, buf_len: usize) -> std::io::Result<()> {
+        self.park.register_buf_ring(group, entries, buf_len)
+    }
+}
+// END TERN PATCH
