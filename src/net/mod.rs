@@ -3,4 +3,5 @@
 //! Nothing here knows of TLS or HTTP.
 
 pub mod bufpool;
+pub mod ringrecv;
 pub mod split;

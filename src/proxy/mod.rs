@@ -41,6 +41,11 @@ pub struct Settings {
     /// Size of each pooled I/O buffer. 32 KiB moved bulk data at ~1.5x the bytes per
     /// CPU-second of 16 KiB here (fewer, larger reads and writes), and bigger gained little.
     pub buf_size: usize,
+    /// `--uring-recv`: what the worker asks for; whether it got it is [`Self::multishot`].
+    pub uring_recv: crate::net::ringrecv::UringRecv,
+    /// Set by the worker: its ring has the receive buffer ring, so the pump may arm multishot
+    /// receives (false on epoll, with `--uring-recv single`, or where the kernel refused).
+    pub multishot: bool,
 }
 
 impl Default for Settings {
@@ -52,6 +57,8 @@ impl Default for Settings {
             keepalive: pool::KeepAlive::default(),
             http: HttpSettings::default(),
             buf_size: 32 * 1024,
+            uring_recv: crate::net::ringrecv::UringRecv::Single,
+            multishot: false,
         }
     }
 }

@@ -11,6 +11,11 @@
 //! ring with), all without SQE flags. Timeout is added for kernels without EXT_ARG (before
 //! 5.11), where monoio waits with a timeout operation instead of an argument.
 //!
+//! With `--uring-recv multishot` one SQE flag is allowed too: `IOSQE_BUFFER_SELECT`, which a
+//! multishot receive needs to take its buffers from the worker's provided-buffer ring. The
+//! ring is registered (`IORING_REGISTER_PBUF_RING`) while the ring is still disabled, before
+//! the restrictions take effect, so no register operation needs to be allowed.
+//!
 //! Applied by each worker (src/worker/ring.rs, `--uring-restrict`): monoio 0.2.4 builds the
 //! ring inside `RuntimeBuilder::build()` and keeps it private, so tern builds with a vendored
 //! monoio whose `Runtime` and `TimeDriver` implement `AsRawFd` (vendor/monoio/TERN-PATCH.md).
@@ -38,14 +43,19 @@ pub const ALLOWED_OPS: &[(u8, &str)] = &[
     (opcode::Timeout::CODE, "timeout"),
 ];
 
-/// The restriction table for [`ALLOWED_OPS`], no SQE flags (monoio sets none: no links, no
-/// fixed files, no forced async) and no register operations.
-pub fn restrictions() -> Vec<Restriction> {
+/// `IOSQE_BUFFER_SELECT` (include/uapi/linux/io_uring.h: bit 5).
+pub const SQE_BUFFER_SELECT: u8 = 1 << 5;
+
+/// The restriction table for [`ALLOWED_OPS`], no register operations, and no SQE flags
+/// (monoio sets none: no links, no fixed files, no forced async) except, with
+/// `buffer_select`, the one a multishot receive into a provided-buffer ring sets.
+pub fn restrictions(buffer_select: bool) -> Vec<Restriction> {
     let mut r: Vec<Restriction> = ALLOWED_OPS
         .iter()
         .map(|&(op, _)| Restriction::sqe_op(op))
         .collect();
-    r.push(Restriction::sqe_flags_allowed(0));
+    let flags = if buffer_select { SQE_BUFFER_SELECT } else { 0 };
+    r.push(Restriction::sqe_flags_allowed(flags));
     r
 }
 
@@ -53,13 +63,14 @@ pub fn restrictions() -> Vec<Restriction> {
 const IORING_REGISTER_RESTRICTIONS: libc::c_uint = 11;
 const IORING_REGISTER_ENABLE_RINGS: libc::c_uint = 12;
 
-/// Registers the allow-list on a ring created with `setup_r_disabled()`, then enables it.
+/// Registers the allow-list on a ring created with `setup_r_disabled()`, then enables it
+/// (`buffer_select`: see [`restrictions`]).
 /// Takes the ring's descriptor because that is what a runtime can hand out. Must run on the
 /// thread that will submit (with SINGLE_ISSUER the enabling task becomes the only submitter)
 /// and before anything is submitted. Fails with EBADFD on a ring already enabled, EINVAL on a
 /// kernel without restrictions (before 5.10), EBUSY if restrictions were registered already.
-pub fn restrict_and_enable(ring_fd: RawFd) -> io::Result<()> {
-    let mut table = restrictions();
+pub fn restrict_and_enable(ring_fd: RawFd, buffer_select: bool) -> io::Result<()> {
+    let mut table = restrictions(buffer_select);
     // SAFETY: `Restriction` is a transparent wrapper of `struct io_uring_restriction`, so the
     // vector is the array the kernel reads, `table.len()` entries long; it outlives the call.
     let rc = unsafe {
@@ -123,7 +134,7 @@ mod tests {
         let mut fds = [0i32; 2];
         // SAFETY: pipe2 fills the two-element array.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        restrict_and_enable(ring.as_raw_fd()).unwrap();
+        restrict_and_enable(ring.as_raw_fd(), false).unwrap();
 
         let msg = *b"ping";
         // SAFETY: writing 4 bytes from a local array to the pipe this test opened.
@@ -158,10 +169,54 @@ mod tests {
         }
     }
 
+    /// A receive that takes its buffer from a buffer group (`IOSQE_BUFFER_SELECT`) on a pipe
+    /// with bytes in it: its completion result.
+    fn buffer_select_read(buffer_select: bool) -> Option<i32> {
+        let mut ring = disabled_ring()?;
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 fills the two-element array.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        restrict_and_enable(ring.as_raw_fd(), buffer_select).unwrap();
+        // SAFETY: writing 4 bytes from a literal to the pipe this test opened.
+        assert_eq!(
+            unsafe { libc::write(fds[1], b"ping".as_ptr().cast(), 4) },
+            4
+        );
+        // No group 3 is registered: were the flag allowed, the read fails with ENOBUFS.
+        let read = opcode::Read::new(types::Fd(fds[0]), std::ptr::null_mut(), 4)
+            .buf_group(3)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT);
+        let res = run(&mut ring, read);
+        if buffer_select {
+            // Other flags stay refused.
+            let mut buf = [0u8; 4];
+            let linked = opcode::Read::new(types::Fd(fds[0]), buf.as_mut_ptr(), 4)
+                .build()
+                .flags(squeue::Flags::IO_LINK);
+            assert_eq!(run(&mut ring, linked), -libc::EACCES);
+        }
+        // SAFETY: closing the pipe this test opened.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        Some(res)
+    }
+
+    #[test]
+    fn buffer_select_is_allowed_only_for_multishot_receive() {
+        let Some(refused) = buffer_select_read(false) else {
+            return;
+        };
+        assert_eq!(refused, -libc::EACCES);
+        assert_eq!(buffer_select_read(true), Some(-libc::ENOBUFS));
+    }
+
     #[test]
     fn an_enabled_ring_cannot_be_restricted_afterwards() {
         let Ok(ring) = IoUring::new(8) else { return };
-        let e = restrict_and_enable(ring.as_raw_fd()).unwrap_err();
+        let e = restrict_and_enable(ring.as_raw_fd(), false).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EBADFD));
     }
 }

@@ -88,8 +88,16 @@ fn thread_main(mut spec: Spec) {
         let _ = ready.send(Err(format!("worker {id}: {what}: {e}")));
     };
     if spec.driver == Driver::IoUring {
-        match ring::uring(spec.uring_restrict) {
-            Ok((mut rt, setup, restriction)) => return rt.block_on(run(spec, setup, restriction)),
+        match ring::uring(spec.uring_restrict, recv_ring(&spec.settings)) {
+            Ok(ring::Uring {
+                mut rt,
+                setup,
+                restriction,
+                multishot,
+            }) => {
+                spec.settings.multishot = multishot.is_on();
+                return rt.block_on(run(spec, setup, restriction, multishot));
+            }
             Err(e) => {
                 // The probe at start-up found io_uring usable, but this worker cannot have a
                 // ring (locked-memory limit, ENOMEM): it serves on epoll rather than not at all.
@@ -102,7 +110,12 @@ fn thread_main(mut spec: Spec) {
         }
     }
     match ring::legacy() {
-        Ok(mut rt) => rt.block_on(run(spec, "epoll", Restriction::NotApplicable)),
+        Ok(mut rt) => rt.block_on(run(
+            spec,
+            "epoll",
+            Restriction::NotApplicable,
+            Multishot::NotApplicable,
+        )),
         Err(e) => fail("cannot create the epoll runtime", e),
     }
 }
@@ -111,7 +124,22 @@ mod door;
 mod ring;
 
 use door::{Acceptor, Door, Front};
-use ring::Restriction;
+use ring::{Multishot, Restriction};
+
+/// The receive buffer ring `--uring-recv multishot` asks for: the pool's buffer size (a ring
+/// buffer holds what one pooled read would), and as many as the pool keeps free (2 MiB), so
+/// multishot pins no more idle memory than the pool does; at least 16.
+fn recv_ring(settings: &proxy::Settings) -> Option<ring::RecvRing> {
+    if settings.uring_recv != crate::net::ringrecv::UringRecv::Multishot {
+        return None;
+    }
+    let entries = ((2usize << 20) / settings.buf_size).clamp(16, 32768);
+    Some(ring::RecvRing {
+        // A power of two, as the kernel wants.
+        entries: (1u16 << entries.ilog2()).max(16),
+        buf_len: settings.buf_size,
+    })
+}
 
 /// Open connections of this worker against its limit.
 struct Gate {
@@ -141,7 +169,7 @@ impl Drop for Slot {
     }
 }
 
-async fn run(spec: Spec, setup: &'static str, restriction: Restriction) {
+async fn run(spec: Spec, setup: &'static str, restriction: Restriction, multishot: Multishot) {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         let _ = spec
             .ready
@@ -223,6 +251,7 @@ async fn run(spec: Spec, setup: &'static str, restriction: Restriction) {
         driver = ?spec.driver,
         setup,
         ring = %restriction,
+        recv = %multishot,
         max_conns = spec.max_conns,
         max_handshakes = spec.front.max_handshakes,
         "worker started"
@@ -242,6 +271,7 @@ async fn run(spec: Spec, setup: &'static str, restriction: Restriction) {
                     driver = ?spec.driver,
                     setup,
                     ring = %restriction,
+                    recv = %multishot,
                     generation = generation.id,
                     "worker serving a new generation"
                 );

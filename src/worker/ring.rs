@@ -5,6 +5,10 @@
 //! A restricted ring is created disabled (`IORING_SETUP_R_DISABLED`), given its allow-list and
 //! enabled between `build()` and the first `block_on`: monoio submits nothing before that, and
 //! the vendored monoio hands out the ring's descriptor for it (vendor/monoio/TERN-PATCH.md).
+//!
+//! With `--uring-recv multishot` the ring also gets the worker's provided-buffer ring (the
+//! buffers multishot receives fill, `net::ringrecv`), registered in the same gap: on the
+//! disabled ring, before the restrictions forbid every register operation.
 
 use std::fmt;
 use std::io;
@@ -15,6 +19,7 @@ use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
 use tracing::warn;
 
+use crate::net::ringrecv;
 use crate::sys::uring_restrict;
 
 /// Ring size: enough submission slots for bursts of accepts and I/O on many connections.
@@ -76,6 +81,66 @@ fn cause(e: &io::Error) -> String {
 
 pub type UringRuntime = Runtime<TimeDriver<IoUringDriver>>;
 
+/// The provided-buffer ring a worker wants for multishot receive: `entries` buffers of
+/// `buf_len` bytes in group [`ringrecv::GROUP`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvRing {
+    pub entries: u16,
+    pub buf_len: usize,
+}
+
+/// Whether a worker receives with multishot, as its start line says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Multishot {
+    On,
+    /// `--uring-recv single`.
+    Off,
+    /// Asked for, and the kernel refused the buffer ring (before 5.19): why.
+    Refused(String),
+    /// The epoll driver has no ring.
+    NotApplicable,
+}
+
+impl Multishot {
+    pub fn is_on(&self) -> bool {
+        *self == Multishot::On
+    }
+}
+
+impl fmt::Display for Multishot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Multishot::On => f.write_str("multishot"),
+            Multishot::Off => f.write_str("single"),
+            Multishot::Refused(why) => write!(f, "single (multishot refused: {why})"),
+            Multishot::NotApplicable => f.write_str("single (epoll)"),
+        }
+    }
+}
+
+/// A worker's ring and how it was set up.
+pub struct Uring {
+    pub rt: UringRuntime,
+    /// The set-up's name (`URING_SETUPS`).
+    pub setup: &'static str,
+    pub restriction: Restriction,
+    pub multishot: Multishot,
+}
+
+/// Registers the buffer ring on a ring not yet running (disabled or not).
+fn register_recv_ring(rt: &UringRuntime, recv: Option<RecvRing>) -> Multishot {
+    let Some(r) = recv else {
+        return Multishot::Off;
+    };
+    match rt.register_buf_ring(ringrecv::GROUP, r.entries, r.buf_len) {
+        Ok(()) => Multishot::On,
+        Err(e) => Multishot::Refused(match e.raw_os_error() {
+            Some(libc::EINVAL) => "EINVAL: kernel before 5.19".into(),
+            _ => e.to_string(),
+        }),
+    }
+}
+
 fn build(setup: fn(&mut io_uring::Builder), disabled: bool) -> io::Result<UringRuntime> {
     let mut b = io_uring::IoUring::builder();
     setup(&mut b);
@@ -89,45 +154,65 @@ fn build(setup: fn(&mut io_uring::Builder), disabled: bool) -> io::Result<UringR
         .build()
 }
 
-/// A ring from the first set-up the kernel takes, with its name and whether it is restricted.
+/// A ring from the first set-up the kernel takes, with its name, whether it is restricted
+/// and whether it has the buffer ring `recv` asks for (`None`: `--uring-recv single`).
 /// `restrict`: each set-up is first tried disabled, restricted and enabled; when the kernel
 /// refuses that, the same set-up without restrictions (warned once per process; the report
-/// line of each worker says why). Must run on the worker's thread: with SINGLE_ISSUER, the
-/// thread that enables the ring is its only submitter.
-pub fn uring(restrict: bool) -> io::Result<(UringRuntime, &'static str, Restriction)> {
-    uring_with(restrict, uring_restrict::restrict_and_enable)
+/// line of each worker says why). A kernel refusing the buffer ring gets a ring without it
+/// (the worker then reads as with `single`). Must run on the worker's thread: with
+/// SINGLE_ISSUER, the thread that enables the ring is its only submitter.
+pub fn uring(restrict: bool, recv: Option<RecvRing>) -> io::Result<Uring> {
+    uring_with(restrict, recv, uring_restrict::restrict_and_enable)
 }
 
 /// [`uring`] with the step that restricts and enables a disabled ring passed in (tests stand
 /// in a refusing kernel).
 fn uring_with(
     restrict: bool,
-    restrict_and_enable: fn(RawFd) -> io::Result<()>,
-) -> io::Result<(UringRuntime, &'static str, Restriction)> {
+    recv: Option<RecvRing>,
+    restrict_and_enable: fn(RawFd, bool) -> io::Result<()>,
+) -> io::Result<Uring> {
     let mut last = io::Error::other("no io_uring set-up tried");
     for (name, setup) in URING_SETUPS {
         let mut refused = None;
         if restrict {
             match build(setup, true) {
-                Ok(rt) => match restrict_and_enable(rt.as_raw_fd()) {
-                    Ok(()) => return Ok((rt, name, Restriction::Restricted)),
-                    // The disabled ring is dropped (nothing was submitted to it).
-                    Err(e) => refused = Some(cause(&e)),
-                },
+                Ok(rt) => {
+                    let multishot = register_recv_ring(&rt, recv);
+                    // The one SQE flag multishot receive sets is allowed only when it is on.
+                    match restrict_and_enable(rt.as_raw_fd(), multishot.is_on()) {
+                        Ok(()) => {
+                            return Ok(Uring {
+                                rt,
+                                setup: name,
+                                restriction: Restriction::Restricted,
+                                multishot,
+                            })
+                        }
+                        // The disabled ring is dropped (nothing was submitted to it).
+                        Err(e) => refused = Some(cause(&e)),
+                    }
+                }
                 // Either the set-up's own flags or R_DISABLED: the next build tells which.
                 Err(e) => refused = Some(cause(&e)),
             }
         }
         match build(setup, false) {
             Ok(rt) => {
-                let state = match refused {
+                let restriction = match refused {
                     None => Restriction::Off,
                     Some(why) => {
                         warn_once(&why);
                         Restriction::Refused(why)
                     }
                 };
-                return Ok((rt, name, state));
+                let multishot = register_recv_ring(&rt, recv);
+                return Ok(Uring {
+                    rt,
+                    setup: name,
+                    restriction,
+                    multishot,
+                });
             }
             Err(e) => last = e,
         }
@@ -178,10 +263,17 @@ mod tests {
     /// monoio uses) and refuses an operation off the list.
     #[test]
     fn a_restricted_runtime_runs_and_refuses_files() {
-        let Ok((mut rt, _, state)) = uring(true) else {
+        let Ok(Uring {
+            mut rt,
+            restriction: state,
+            multishot,
+            ..
+        }) = uring(true, None)
+        else {
             eprintln!("io_uring unavailable here; skipped");
             return;
         };
+        assert_eq!(multishot, Multishot::Off);
         if let Restriction::Refused(why) = &state {
             eprintln!("restrictions refused here ({why}); skipped");
             return;
@@ -200,15 +292,23 @@ mod tests {
     /// unrestricted, which serves and opens files as before.
     #[test]
     fn a_refusal_falls_back_to_an_unrestricted_ring() {
-        fn refuse(_: RawFd) -> io::Result<()> {
+        fn refuse(_: RawFd, _: bool) -> io::Result<()> {
             Err(io::Error::from_raw_os_error(libc::EINVAL))
         }
-        let Ok(plain) = uring(false) else {
+        let Ok(plain) = uring(false, None) else {
             eprintln!("io_uring unavailable here; skipped");
             return;
         };
-        let (mut rt, setup, state) = uring_with(true, refuse).unwrap();
-        assert_eq!(setup, plain.1, "the same set-up as without restrictions");
+        let Uring {
+            mut rt,
+            setup,
+            restriction: state,
+            ..
+        } = uring_with(true, None, refuse).unwrap();
+        assert_eq!(
+            setup, plain.setup,
+            "the same set-up as without restrictions"
+        );
         drop(plain);
         assert_eq!(
             state,
@@ -219,5 +319,90 @@ mod tests {
             monoio::fs::File::open("/proc/self/status").await
         });
         assert!(opened.is_ok(), "{:?}", opened.err());
+    }
+
+    const RING: RecvRing = RecvRing {
+        entries: 8,
+        buf_len: 4096,
+    };
+
+    /// A multishot receive on `rt` over a Unix socket pair: what it gets for "ping".
+    fn multishot_ping(rt: &mut UringRuntime) -> io::Result<Vec<u8>> {
+        use std::io::Write;
+        rt.block_on(async {
+            let (ours, mut peer) = std::os::unix::net::UnixStream::pair()?;
+            let ours = monoio::net::UnixStream::from_std(ours)?;
+            let mut rx = ours.recv_multishot(ringrecv::GROUP)?;
+            peer.write_all(b"ping")?;
+            let got = monoio::time::timeout(std::time::Duration::from_secs(10), rx.next())
+                .await
+                .map_err(|_| io::Error::other("no completion in time"))??;
+            Ok(got.to_vec())
+        })
+    }
+
+    /// The worker's set-up with multishot on: the buffer ring is registered on the disabled
+    /// ring, the restrictions let its receives through, and they get the bytes.
+    #[test]
+    fn a_restricted_runtime_receives_multishot() {
+        let Ok(Uring {
+            mut rt,
+            restriction,
+            multishot,
+            ..
+        }) = uring(true, Some(RING))
+        else {
+            eprintln!("io_uring unavailable here; skipped");
+            return;
+        };
+        if restriction != Restriction::Restricted || !multishot.is_on() {
+            eprintln!(
+                "restricted multishot unavailable here ({restriction}, {multishot}); skipped"
+            );
+            return;
+        }
+        assert_eq!(multishot_ping(&mut rt).unwrap(), b"ping");
+        // And nothing else loosened: files are still refused.
+        let opened = rt.block_on(monoio::fs::File::open("/proc/self/status"));
+        assert_eq!(
+            opened.err().and_then(|e| e.raw_os_error()),
+            Some(libc::EACCES)
+        );
+    }
+
+    /// Without the flag in the allow-list a multishot receive is refused: the flag is what
+    /// makes the test above pass.
+    #[test]
+    fn restrictions_without_buffer_select_refuse_multishot() {
+        fn without_flag(fd: RawFd, _: bool) -> io::Result<()> {
+            uring_restrict::restrict_and_enable(fd, false)
+        }
+        let Ok(Uring {
+            mut rt,
+            restriction,
+            multishot,
+            ..
+        }) = uring_with(true, Some(RING), without_flag)
+        else {
+            eprintln!("io_uring unavailable here; skipped");
+            return;
+        };
+        if restriction != Restriction::Restricted || !multishot.is_on() {
+            eprintln!("restricted multishot unavailable here; skipped");
+            return;
+        }
+        let e = multishot_ping(&mut rt).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    }
+
+    #[test]
+    fn multishot_report_words() {
+        assert_eq!(Multishot::On.to_string(), "multishot");
+        assert_eq!(Multishot::Off.to_string(), "single");
+        assert_eq!(Multishot::NotApplicable.to_string(), "single (epoll)");
+        assert_eq!(
+            Multishot::Refused("EINVAL: kernel before 5.19".into()).to_string(),
+            "single (multishot refused: EINVAL: kernel before 5.19)"
+        );
     }
 }

@@ -1,0 +1,18 @@
+//! Multishot receive (`--uring-recv multishot`): one armed receive per socket direction that
+//! takes a buffer from the worker's provided-buffer ring only when bytes arrive, instead of a
+//! readiness wait plus one read submission per chunk into a pool buffer. The ring is
+//! registered by the worker (src/worker/ring.rs); the receive itself is the vendored monoio's
+//! (`monoio::buf_ring`, vendor/monoio/TERN-PATCH.md).
+
+/// The buffer group of every worker's receive ring (one ring per worker, so one group).
+pub const GROUP: u16 = 0;
+
+/// `--uring-recv`: how the tcp-mode pump reads from the client on an io_uring worker.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UringRecv {
+    /// A readiness wait while quiet, then one read per chunk into a pool buffer.
+    #[default]
+    Single,
+    /// One multishot receive per connection into the worker's provided-buffer ring.
+    Multishot,
+}
