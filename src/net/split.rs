@@ -46,6 +46,13 @@ impl Half {
         self.stream().cancelable_read(buf, handle)
     }
 
+    /// Arms a multishot receive into buffer group `group` of this worker's ring (io_uring
+    /// only; `Unsupported` on epoll): see `monoio::buf_ring`.
+    pub fn recv_multishot(&self, group: u16) -> io::Result<monoio::buf_ring::MultishotRecv> {
+        // SAFETY: a shared borrow to arm an operation that clones the descriptor, as a read.
+        unsafe { &*self.0.get() }.recv_multishot(group)
+    }
+
     /// Waits until the socket has something to read (data, EOF or an error), holding no buffer.
     pub async fn readable(&mut self) -> io::Result<()> {
         self.stream().readable(false).await

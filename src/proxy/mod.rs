@@ -41,11 +41,9 @@ pub struct Settings {
     /// Size of each pooled I/O buffer. 32 KiB moved bulk data at ~1.5x the bytes per
     /// CPU-second of 16 KiB here (fewer, larger reads and writes), and bigger gained little.
     pub buf_size: usize,
-    /// `--uring-recv`: what the worker asks for; whether it got it is [`Self::multishot`].
+    /// `--uring-recv`: what the worker asks for. Whether its ring got the receive buffers is
+    /// `monoio::buf_ring::available(net::ringrecv::GROUP)`, which the pump asks.
     pub uring_recv: crate::net::ringrecv::UringRecv,
-    /// Set by the worker: its ring has the receive buffer ring, so the pump may arm multishot
-    /// receives (false on epoll, with `--uring-recv single`, or where the kernel refused).
-    pub multishot: bool,
 }
 
 impl Default for Settings {
@@ -58,7 +56,6 @@ impl Default for Settings {
             http: HttpSettings::default(),
             buf_size: 32 * 1024,
             uring_recv: crate::net::ringrecv::UringRecv::Single,
-            multishot: false,
         }
     }
 }

@@ -40,6 +40,8 @@ use crate::stats::WorkerStats;
 use crate::tls::{Control, Established, Rx, RxEvent, TlsError, Tx};
 use crate::util::baton::Baton;
 
+mod multishot;
+
 /// Quiet time after which a connection's buffers go back to the pool.
 pub const RELEASE_AFTER: Duration = Duration::from_millis(500);
 /// How often a released connection's watcher looks again (activity resumes reads with buffers).
@@ -179,6 +181,9 @@ struct ClientSide {
     buf: Option<PoolBuf>,
     start: usize,
     early: Vec<u8>,
+    /// The client's multishot receive (`--uring-recv multishot`), armed for the whole
+    /// connection, parked or not; `None`: single reads. Boxed: a connection task stays small.
+    ring: Option<Box<multishot::Ring>>,
 }
 
 struct BackendSide {
@@ -236,6 +241,7 @@ pub async fn run(
         pool,
         stats,
     };
+    let ring = multishot::Ring::arm(&crx);
     let mut c = ClientSide {
         rx,
         half: crx,
@@ -243,6 +249,7 @@ pub async fn run(
         buf: carry.buf,
         start: carry.start,
         early: to_backend,
+        ring,
     };
     let mut b = BackendSide {
         half: brx,
@@ -276,6 +283,8 @@ pub async fn run(
             // reset that can overtake the alert: close the backend at once, then FIN and a
             // bounded lingering drain, as after an http-mode error answer.
             drop((b, c.to_backend, backend, pump));
+            // The drain reads the socket itself: no receive may be armed beside it.
+            c.ring = None;
             if !matches!(e, TlsError::PeerAlert(_)) && client.shutdown_write().is_ok() {
                 super::linger::drain(&mut c.half, pool).await;
             }
@@ -338,7 +347,14 @@ impl Pump<'_> {
             if cdone {
                 std::future::pending::<()>().await
             }
-            let _ = c.half.readable().await;
+            match c.ring.as_mut() {
+                // An armed receive holds no buffer: it takes one only when bytes arrive, and
+                // keeps that completion for the direction to resume with.
+                Some(ring) if !ring.dry => ring.wait().await,
+                _ => {
+                    let _ = c.half.readable().await;
+                }
+            }
         };
         let backend = async {
             if bdone {
@@ -453,99 +469,107 @@ impl Pump<'_> {
     }
 
     async fn client_records(&self, c: &mut ClientSide) -> Result<(), Side> {
+        if c.ring.is_some() {
+            return self.client_records_multishot(c).await;
+        }
         loop {
-            // Open every whole record, gathering the plaintext at the front of the buffer.
-            let (mut plain_end, mut closed) = (0, false);
-            if let Some(b) = c.buf.as_mut() {
-                let len = b.len();
-                while c.start < len {
-                    let opened = c.rx.next(&mut b.space()[c.start..len], self.out.control);
-                    match opened.map_err(|e| Side::Client(Failure::Tls(e)))? {
-                        None => break,
-                        Some((n, RxEvent::Data(r))) => {
-                            let r = c.start + r.start..c.start + r.end;
-                            b.space().copy_within(r.clone(), plain_end);
-                            plain_end += r.len();
-                            c.start += n;
-                        }
-                        Some((n, RxEvent::Skip)) => c.start += n,
-                        Some((n, RxEvent::Closed)) => {
-                            c.start += n;
-                            closed = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            if self.out.control.borrow().reply_due() {
-                self.out.send_replies().await.map_err(client_side)?;
-            }
-            if plain_end > 0 {
-                // Invariant: plain_end > 0 only after records were opened from `buf`.
-                let b = c.buf.take().expect("plaintext came from this buffer");
-                let (res, slice) = c
-                    .to_backend
-                    .write_all(b.slice(..plain_end), self.pool)
-                    .await;
-                c.buf = Some(slice.into_inner());
-                res.map_err(backend_io)?;
-                self.moved(FROM_CLIENT, plain_end as u64);
-                self.touch();
-            }
-            if closed {
-                let _ = c.to_backend.shutdown(self.pool).await;
+            if self.flush_pooled(c).await? {
                 return Ok(());
             }
-            // Keep a partial record at the front of the buffer, or give the buffer back.
-            let partial = match c.buf.take() {
-                Some(mut b) if c.start < b.len() => {
-                    let len = b.len();
-                    b.space().copy_within(c.start..len, 0);
-                    b.set_filled(len - c.start);
-                    Some(b)
-                }
-                Some(b) => {
-                    self.pool.put(b);
-                    None
-                }
-                None => None,
-            };
-            c.start = 0;
-            let got = match partial {
-                None => {
-                    self.read_pooled(&mut c.half, FROM_CLIENT, self.pool.size())
-                        .await
-                }
-                Some(b) => {
-                    let at = b.len();
-                    let handle = self.cancel[FROM_CLIENT].borrow().handle();
-                    let (res, slice) = c.half.cancelable_read(b.slice_mut(at..), handle).await;
-                    let b = slice.into_inner();
-                    match res {
-                        Ok(0) => {
-                            self.pool.put(b);
-                            Ok(self.pool.get())
-                        }
-                        Ok(_) => Ok(b),
-                        // Called off while idle mid-record: keep the bytes, read again.
-                        Err(e) if is_cancelled(&e) => Ok(b),
-                        Err(e) => {
-                            self.pool.put(b);
-                            Err(e)
-                        }
-                    }
-                }
-            };
-            let b = got.map_err(client_io)?;
-            if b.is_empty() {
-                // FIN (without close_notify, or mid-record): still a half-close to carry.
-                self.pool.put(b);
-                let _ = c.to_backend.shutdown(self.pool).await;
+            if self.read_single(c).await? {
                 return Ok(());
             }
-            c.buf = Some(b);
+        }
+    }
+
+    /// Opens every whole record in the pooled buffer (`buf[start..]`), gathering the plaintext
+    /// at its front, and writes it to the backend; then keeps a partial record at the front of
+    /// the buffer (`start` 0), or gives the buffer back. `true`: the client closed
+    /// (close_notify), carried through to the backend.
+    async fn flush_pooled(&self, c: &mut ClientSide) -> Result<bool, Side> {
+        let (mut plain_end, mut closed) = (0, false);
+        if let Some(b) = c.buf.as_mut() {
+            let len = b.len();
+            let opened = open_records(&mut c.rx, &mut b.space()[..len], c.start, self.out.control)?;
+            plain_end = opened.plain_end;
+            c.start = opened.end;
+            closed = opened.closed;
+        }
+        if self.out.control.borrow().reply_due() {
+            self.out.send_replies().await.map_err(client_side)?;
+        }
+        if plain_end > 0 {
+            // Invariant: plain_end > 0 only after records were opened from `buf`.
+            let b = c.buf.take().expect("plaintext came from this buffer");
+            let (res, slice) = c
+                .to_backend
+                .write_all(b.slice(..plain_end), self.pool)
+                .await;
+            c.buf = Some(slice.into_inner());
+            res.map_err(backend_io)?;
+            self.moved(FROM_CLIENT, plain_end as u64);
             self.touch();
         }
+        if closed {
+            let _ = c.to_backend.shutdown(self.pool).await;
+            return Ok(true);
+        }
+        // Keep a partial record at the front of the buffer, or give the buffer back.
+        c.buf = match c.buf.take() {
+            Some(mut b) if c.start < b.len() => {
+                let len = b.len();
+                b.space().copy_within(c.start..len, 0);
+                b.set_filled(len - c.start);
+                Some(b)
+            }
+            Some(b) => {
+                self.pool.put(b);
+                None
+            }
+            None => None,
+        };
+        c.start = 0;
+        Ok(false)
+    }
+
+    /// One read from the client into the pooled buffer: after the partial record it holds,
+    /// or into a fresh one (see [`Self::read_pooled`]). `true`: FIN, carried through.
+    async fn read_single(&self, c: &mut ClientSide) -> Result<bool, Side> {
+        let got = match c.buf.take() {
+            None => {
+                self.read_pooled(&mut c.half, FROM_CLIENT, self.pool.size())
+                    .await
+            }
+            Some(b) => {
+                let at = b.len();
+                let handle = self.cancel[FROM_CLIENT].borrow().handle();
+                let (res, slice) = c.half.cancelable_read(b.slice_mut(at..), handle).await;
+                let b = slice.into_inner();
+                match res {
+                    Ok(0) => {
+                        self.pool.put(b);
+                        Ok(self.pool.get())
+                    }
+                    Ok(_) => Ok(b),
+                    // Called off while idle mid-record: keep the bytes, read again.
+                    Err(e) if is_cancelled(&e) => Ok(b),
+                    Err(e) => {
+                        self.pool.put(b);
+                        Err(e)
+                    }
+                }
+            }
+        };
+        let b = got.map_err(client_io)?;
+        if b.is_empty() {
+            // FIN (without close_notify, or mid-record): still a half-close to carry.
+            self.pool.put(b);
+            let _ = c.to_backend.shutdown(self.pool).await;
+            return Ok(true);
+        }
+        c.buf = Some(b);
+        self.touch();
+        Ok(false)
     }
 
     /// Backend plaintext in, records out to the client.
@@ -634,4 +658,48 @@ impl Pump<'_> {
             }
         }
     }
+}
+
+/// What [`open_records`] found.
+struct Opened {
+    /// The plaintext of the opened records is `buf[..plain_end]`.
+    plain_end: usize,
+    /// Where the first record not opened (partial, or after close_notify) starts.
+    end: usize,
+    /// A close_notify was opened (nothing after it is looked at).
+    closed: bool,
+}
+
+/// Opens every whole record in `buf[from..]` in place, gathering their plaintext at the front
+/// of `buf` (plaintext is shorter than its record, so it never overtakes what is unopened).
+fn open_records(
+    rx: &mut Rx,
+    buf: &mut [u8],
+    from: usize,
+    control: &RefCell<Control>,
+) -> Result<Opened, Side> {
+    let mut o = Opened {
+        plain_end: 0,
+        end: from,
+        closed: false,
+    };
+    while o.end < buf.len() {
+        let opened = rx.next(&mut buf[o.end..], control);
+        match opened.map_err(|e| Side::Client(Failure::Tls(e)))? {
+            None => break,
+            Some((n, RxEvent::Data(r))) => {
+                let r = o.end + r.start..o.end + r.end;
+                buf.copy_within(r.clone(), o.plain_end);
+                o.plain_end += r.len();
+                o.end += n;
+            }
+            Some((n, RxEvent::Skip)) => o.end += n,
+            Some((n, RxEvent::Closed)) => {
+                o.end += n;
+                o.closed = true;
+                break;
+            }
+        }
+    }
+    Ok(o)
 }

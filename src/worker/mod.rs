@@ -94,10 +94,7 @@ fn thread_main(mut spec: Spec) {
                 setup,
                 restriction,
                 multishot,
-            }) => {
-                spec.settings.multishot = multishot.is_on();
-                return rt.block_on(run(spec, setup, restriction, multishot));
-            }
+            }) => return rt.block_on(run(spec, setup, restriction, multishot)),
             Err(e) => {
                 // The probe at start-up found io_uring usable, but this worker cannot have a
                 // ring (locked-memory limit, ENOMEM): it serves on epoll rather than not at all.

@@ -36,8 +36,18 @@ impl Tern {
         Self::start_with(args, &[])
     }
 
+    /// `TERN_TEST_URING_RECV=multishot|single` in the test's environment adds
+    /// `--uring-recv VALUE` to every tern started here, so whole suites run either way
+    /// (`TERN_TEST_URING_RECV=multishot cargo test --test tcp_mode`).
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Tern {
-        Self::spawn(env!("CARGO_BIN_EXE_tern"), args, env)
+        let recv = std::env::var("TERN_TEST_URING_RECV").ok();
+        let mut args = args.to_vec();
+        if let Some(recv) = recv.as_deref() {
+            if !args.contains(&"--uring-recv") {
+                args.extend(["--uring-recv", recv]);
+            }
+        }
+        Self::spawn(env!("CARGO_BIN_EXE_tern"), &args, env)
     }
 
     /// Starts tern through a wrapper program (e.g. `prlimit`), which must exec it.

@@ -1,0 +1,177 @@
+//! The client → backend direction with `--uring-recv multishot`: one receive stays armed for
+//! the whole connection, and the kernel fills a buffer of the worker's ring only when bytes
+//! arrive, so a quiet direction holds no buffer and costs no submission per read.
+//!
+//! Records are opened in place in the ring buffer and their plaintext written from there; a
+//! record cut at the buffer's end is copied into a pooled buffer (the only copy), completed
+//! from the front of the next ring buffer, and opened there. Every ring buffer goes back to
+//! the ring once its bytes are written, so an idle connection pins none.
+//!
+//! When the ring runs dry (`ENOBUFS`: every buffer is held by connections writing to slow
+//! backends), the kernel ends the receive with the bytes still in the socket: this direction
+//! then reads once the single way (readiness, pooled buffer) and arms again.
+
+use std::io;
+
+use monoio::buf::IoBuf;
+use monoio::buf_ring::{MultishotRecv, RingBuf};
+use tracing::debug;
+
+use super::{client_io, open_records, ClientSide, Pump, Side, FROM_CLIENT};
+use crate::net::ringrecv;
+use crate::net::split::Half;
+use crate::tls::record::{Opener, HEADER_LEN};
+
+/// A connection's armed multishot receive.
+pub(super) struct Ring {
+    rx: MultishotRecv,
+    /// A completion taken while the connection was parked, for the direction to resume with.
+    pending: Option<io::Result<RingBuf>>,
+    /// The last receive ended with `ENOBUFS`: read once the single way before arming again
+    /// (arming on an empty ring would end at once, and a parked connection would spin).
+    pub(super) dry: bool,
+}
+
+impl Ring {
+    /// Arms a receive on the client socket if this worker's ring has the receive buffers
+    /// (`--uring-recv multishot`, io_uring, a kernel that took the buffer ring).
+    pub(super) fn arm(half: &Half) -> Option<Box<Ring>> {
+        monoio::buf_ring::available(ringrecv::GROUP)?;
+        match half.recv_multishot(ringrecv::GROUP) {
+            Ok(rx) => Some(Box::new(Ring {
+                rx,
+                pending: None,
+                dry: false,
+            })),
+            Err(e) => {
+                debug!("multishot receive not armed ({e}); reading the single way");
+                None
+            }
+        }
+    }
+
+    /// Parked: waits until bytes (or EOF, or an error) arrive, and keeps that completion.
+    pub(super) async fn wait(&mut self) {
+        if self.pending.is_none() {
+            self.pending = Some(self.rx.next().await);
+        }
+    }
+
+    async fn next(&mut self) -> io::Result<RingBuf> {
+        match self.pending.take() {
+            Some(got) => got,
+            None => self.rx.next().await,
+        }
+    }
+}
+
+/// Copies from the front of `from` into the pooled buffer `b` (a partial record at its front)
+/// until the record there is whole, `from` is used up, or `b` is full (a record longer than
+/// any allowed: opening its header then fails). Returns the bytes taken.
+fn complete_record(b: &mut super::PoolBuf, from: &[u8]) -> usize {
+    let mut taken = 0;
+    loop {
+        let have = b.len();
+        let want = match Opener::record_len(b.filled()) {
+            Some(len) => len.saturating_sub(have),
+            None => HEADER_LEN - have,
+        };
+        let n = want.min(from.len() - taken).min(b.space().len() - have);
+        if n == 0 {
+            return taken;
+        }
+        b.space()[have..have + n].copy_from_slice(&from[taken..taken + n]);
+        b.set_filled(have + n);
+        taken += n;
+    }
+}
+
+impl Pump<'_> {
+    pub(super) async fn client_records_multishot(&self, c: &mut ClientSide) -> Result<(), Side> {
+        loop {
+            // The handshake's carry, or a record just completed from a ring buffer.
+            if self.flush_pooled(c).await? {
+                return Ok(());
+            }
+            let ring = c
+                .ring
+                .as_mut()
+                .expect("multishot direction without its receive");
+            if ring.dry {
+                ring.dry = false;
+                if self.read_single(c).await? {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Holding nothing while it waits, unless a partial record sits in the pooled buffer.
+            let holds_nothing = c.buf.is_none();
+            self.waiting[FROM_CLIENT].set(holds_nothing);
+            let got = ring.next().await;
+            self.waiting[FROM_CLIENT].set(false);
+            let mut rb = match got {
+                Ok(rb) => rb,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    ring.dry = true;
+                    continue;
+                }
+                Err(e) => return Err(client_io(e)),
+            };
+            if rb.is_empty() {
+                // FIN (without close_notify, or mid-record): still a half-close to carry.
+                if let Some(b) = c.buf.take() {
+                    self.pool.put(b);
+                }
+                let _ = c.to_backend.shutdown(self.pool).await;
+                return Ok(());
+            }
+            self.touch();
+            if let Some(b) = c.buf.as_mut() {
+                let taken = complete_record(b, &rb);
+                rb.advance(taken);
+                if self.flush_pooled(c).await? {
+                    return Ok(());
+                }
+            }
+            if rb.is_empty() {
+                continue;
+            }
+            if self.ring_records(c, rb).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Opens the whole records of a ring buffer in place and writes their plaintext from
+    /// there; a trailing partial record goes to a pooled buffer (`c.buf`, empty before). The
+    /// ring buffer goes back to the ring on return. `true`: close_notify, carried through.
+    async fn ring_records(&self, c: &mut ClientSide, mut rb: RingBuf) -> Result<bool, Side> {
+        let opened = open_records(&mut c.rx, &mut rb, 0, self.out.control)?;
+        if !opened.closed && opened.end < rb.len() {
+            let mut b = self.pool.get();
+            let rest = &rb[opened.end..];
+            b.space()[..rest.len()].copy_from_slice(rest);
+            b.set_filled(rest.len());
+            debug_assert!(c.buf.is_none() && c.start == 0);
+            c.buf = Some(b);
+        }
+        if self.out.control.borrow().reply_due() {
+            self.out.send_replies().await.map_err(super::client_side)?;
+        }
+        if opened.plain_end > 0 {
+            let (res, slice) = c
+                .to_backend
+                .write_all(rb.slice(..opened.plain_end), self.pool)
+                .await;
+            drop(slice);
+            res.map_err(super::backend_io)?;
+            self.moved(FROM_CLIENT, opened.plain_end as u64);
+            self.touch();
+        }
+        if opened.closed {
+            let _ = c.to_backend.shutdown(self.pool).await;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
