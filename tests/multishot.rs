@@ -232,6 +232,58 @@ fn an_idle_armed_receive_holds_no_buffer_and_a_dropped_one_gives_back_its_queue(
     });
 }
 
+/// Writes 16-byte chunks while nobody takes the completions, with or without a queue limit
+/// of 2, then takes everything: what came through, and how many receives were armed.
+fn unread_completions(limit: Option<usize>) -> Option<(Vec<u8>, Vec<u8>, u64)> {
+    let mut rt = runtime(16, 16)?;
+    Some(rt.block_on(async {
+        let (ours, mut peer) = pair();
+        let mut rx = ours.recv_multishot(GROUP).unwrap();
+        if let Some(l) = limit {
+            rx.set_queue_limit(l);
+        }
+        let sent: Vec<u8> = (0..160u8).collect();
+        // Two completions queue up untaken (the limit, if any, is reached).
+        for (i, chunk) in sent[..32].chunks(16).enumerate() {
+            peer.write_all(chunk).unwrap();
+            let waited = monoio::time::timeout(BOUND, async {
+                while rx.queued() <= i {
+                    monoio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            assert!(waited.is_ok(), "completion {i} never queued");
+        }
+        peer.write_all(&sent[32..]).unwrap();
+        drop(peer);
+        let mut got = Vec::new();
+        loop {
+            let buf = next(&mut rx).await.unwrap();
+            if buf.is_empty() {
+                break;
+            }
+            got.extend_from_slice(&buf);
+        }
+        all_back(16).await;
+        (got, sent, rx.arms())
+    }))
+}
+
+#[test]
+fn a_queue_limit_pauses_an_unread_receive_and_next_arms_it_again() {
+    let Some((got, sent, arms)) = unread_completions(Some(2)) else {
+        return;
+    };
+    assert_eq!(got, sent, "every byte, in order, across the pause");
+    assert!(
+        arms >= 2,
+        "paused at the limit and armed again ({arms} arms)"
+    );
+    let (got, sent, arms) = unread_completions(None).unwrap();
+    assert_eq!(got, sent);
+    assert_eq!(arms, 1, "without a limit the one receive took everything");
+}
+
 #[test]
 fn unknown_group_and_duplicate_registration_are_refused() {
     let Some(mut rt) = runtime(4, 64) else { return };

@@ -7,9 +7,13 @@
 //! from the front of the next ring buffer, and opened there. Every ring buffer goes back to
 //! the ring once its bytes are written, so an idle connection pins none.
 //!
-//! When the ring runs dry (`ENOBUFS`: every buffer is held by connections writing to slow
-//! backends), the kernel ends the receive with the bytes still in the socket: this direction
-//! then reads once the single way (readiness, pooled buffer) and arms again.
+//! An armed receive keeps taking buffers while the direction is busy writing to the backend,
+//! so each connection may have at most [`QUEUE_LIMIT`] filled buffers waiting: then the driver
+//! pauses the receive (the bytes stay in the socket, the backend's pace holds the client back
+//! as with single reads) and arms it again once they are taken. Should the ring still run dry
+//! (`ENOBUFS`: every buffer held by busy connections), the kernel ends the receive with the
+//! bytes still in the socket: this direction then reads once the single way (readiness,
+//! pooled buffer) and arms again.
 
 use std::io;
 
@@ -21,6 +25,10 @@ use super::{client_io, open_records, ClientSide, Pump, Side, FROM_CLIENT};
 use crate::net::ringrecv;
 use crate::net::split::Half;
 use crate::tls::record::{Opener, HEADER_LEN};
+
+/// Filled ring buffers one connection may have waiting while it writes to the backend: 4 of
+/// the worker's 64 (128 KiB), so a dozen stalled backends still leave the ring to the rest.
+const QUEUE_LIMIT: usize = 4;
 
 /// A connection's armed multishot receive.
 pub(super) struct Ring {
@@ -38,8 +46,11 @@ impl Ring {
     pub(super) fn arm(half: &Half) -> Option<Box<Ring>> {
         monoio::buf_ring::available(ringrecv::GROUP)?;
         match half.recv_multishot(ringrecv::GROUP) {
-            Ok(rx) => Some(Box::new(Ring {
-                rx,
+            Ok(mut rx) => Some(Box::new(Ring {
+                rx: {
+                    rx.set_queue_limit(QUEUE_LIMIT);
+                    rx
+                },
                 pending: None,
                 dry: false,
             })),

@@ -25,22 +25,20 @@ pub(crate) enum Lifecycle {
 
     // TERN PATCH: multishot operations (vendor/monoio/TERN-PATCH.md, "multishot receive").
     /// A multishot operation: one submission, many completions, queued in arrival order until
-    /// the owner takes them. `ended` once a completion without `IORING_CQE_F_MORE` arrived:
-    /// the kernel posts nothing more for this index.
-    Multi(super::multishot::MultiState),
+    /// the owner takes them (boxed, so that every other slot stays as small as upstream's).
+    Multi(Box<super::multishot::MultiState>),
 
     /// A multishot operation whose owner went away before its last completion. Completions
     /// still arriving give their buffers straight back to the ring; the last one frees the
-    /// slot. `_keep` holds what the kernel may still use (the descriptor).
-    IgnoredMulti {
-        ring: std::rc::Rc<super::buf_ring::BufRing>,
-        _keep: Box<dyn std::any::Any>,
-    },
+    /// slot. The box also holds what the kernel may still use (the descriptor).
+    IgnoredMulti(Box<(std::rc::Rc<super::buf_ring::BufRing>, Box<dyn std::any::Any>)>),
     // END TERN PATCH
 }
 
 impl<'a> Ref<'a, Lifecycle> {
-    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) {
+    // TERN PATCH: returns whether the (multishot) operation asks to be cancelled.
+    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) -> bool {
+        // END TERN PATCH
         let ref_mut = &mut *self;
         match ref_mut {
             Lifecycle::Submitted => {
@@ -60,10 +58,10 @@ impl<'a> Ref<'a, Lifecycle> {
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
             // TERN PATCH: multishot completions queue up; an abandoned one recycles its buffer.
-            Lifecycle::Multi(state) => state.push(result, flags),
-            Lifecycle::IgnoredMulti { ring, .. } => {
+            Lifecycle::Multi(state) => return state.push(result, flags),
+            Lifecycle::IgnoredMulti(ignored) => {
                 if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
-                    ring.recycle_filled(bid);
+                    ignored.0.recycle_filled(bid);
                 }
                 if !io_uring::cqueue::more(flags) {
                     self.remove();
@@ -71,6 +69,9 @@ impl<'a> Ref<'a, Lifecycle> {
             }
             // END TERN PATCH
         }
+        // TERN PATCH
+        false
+        // END TERN PATCH
     }
 
     #[allow(clippy::needless_pass_by_ref_mut)]
@@ -114,7 +115,7 @@ impl<'a> Ref<'a, Lifecycle> {
             }
             Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
             // TERN PATCH: multishot slots are never owned by an `Op`.
-            Lifecycle::Multi(..) | Lifecycle::IgnoredMulti { .. } => unreachable!(),
+            Lifecycle::Multi(..) | Lifecycle::IgnoredMulti(..) => unreachable!(),
             // END TERN PATCH
         }
         true

@@ -87,8 +87,10 @@ pub(crate) struct UringInner {
     // Uring support ext_arg
     ext_arg: bool,
 
-    // TERN PATCH: provided-buffer rings registered on this ring, by group (TERN-PATCH.md).
+    // TERN PATCH: provided-buffer rings registered on this ring, by group, and multishot ops
+    // to cancel once the completion queue is read (TERN-PATCH.md).
     buf_rings: Vec<Rc<buf_ring::BufRing>>,
+    pauses: Vec<u64>,
     // END TERN PATCH
 }
 
@@ -121,6 +123,7 @@ impl IoUringDriver {
             ext_arg: uring.params().is_feature_ext_arg(),
             // TERN PATCH
             buf_rings: Vec::new(),
+            pauses: Vec::new(),
             // END TERN PATCH
             uring,
         }));
@@ -158,6 +161,7 @@ impl IoUringDriver {
             ext_arg: uring.params().is_feature_ext_arg(),
             // TERN PATCH
             buf_rings: Vec::new(),
+            pauses: Vec::new(),
             // END TERN PATCH
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
@@ -405,9 +409,26 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
-                _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
+                // TERN PATCH: a multishot receive with as many completions queued as its owner
+                // allows is cancelled once the completion queue is read (TERN-PATCH.md).
+                _ => {
+                    if self.ops.complete(index as _, resultify(&cqe), cqe.flags()) {
+                        self.pauses.push(index);
+                    }
+                }
+                // END TERN PATCH
             }
         }
+        // TERN PATCH
+        for index in std::mem::take(&mut self.pauses) {
+            let cancel = opcode::AsyncCancel::new(index).build().user_data(CANCEL_USERDATA);
+            // SAFETY: a cancel points at no memory.
+            if unsafe { self.uring.submission().push(&cancel) }.is_err() {
+                self.submit()?;
+                let _ = unsafe { self.uring.submission().push(&cancel) };
+            }
+        }
+        // END TERN PATCH
         Ok(())
     }
 
@@ -670,10 +691,12 @@ impl Ops {
         self.slab.insert(Lifecycle::Submitted)
     }
 
-    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) {
+    // TERN PATCH: whether the operation asks to be cancelled (a multishot one at its limit).
+    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) -> bool {
         let lifecycle = unsafe { self.slab.get(index).unwrap_unchecked() };
-        lifecycle.complete(result, flags);
+        lifecycle.complete(result, flags)
     }
+    // END TERN PATCH
 }
 
 #[inline]

@@ -25,18 +25,26 @@ pub(crate) struct MultiState {
     queue: VecDeque<(io::Result<u32>, u32)>,
     waker: Option<Waker>,
     ended: bool,
+    /// Completions allowed to wait before the driver cancels the receive (a pause).
+    limit: usize,
+    /// The driver cancelled it for reaching `limit`.
+    paused: bool,
 }
 
 impl MultiState {
-    fn new() -> Self {
+    fn new(limit: usize) -> Self {
         MultiState {
             queue: VecDeque::new(),
             waker: None,
             ended: false,
+            limit,
+            paused: false,
         }
     }
 
-    pub(crate) fn push(&mut self, result: io::Result<u32>, flags: u32) {
+    /// Queues a completion; `true` asks the driver to cancel the receive (see
+    /// [`MultishotRecv::set_queue_limit`]).
+    pub(crate) fn push(&mut self, result: io::Result<u32>, flags: u32) -> bool {
         if !cqueue::more(flags) {
             self.ended = true;
         }
@@ -44,6 +52,11 @@ impl MultiState {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+        if !self.ended && !self.paused && self.queue.len() >= self.limit {
+            self.paused = true;
+            return true;
+        }
+        false
     }
 }
 
@@ -85,6 +98,7 @@ pub struct MultishotRecv {
     cancel_sent: bool,
     cancelled: bool,
     arms: u64,
+    limit: usize,
 }
 
 impl MultishotRecv {
@@ -109,6 +123,7 @@ impl MultishotRecv {
             cancel_sent: false,
             cancelled: false,
             arms: 0,
+            limit: usize::MAX,
         };
         this.arm()?;
         Ok(this)
@@ -123,11 +138,15 @@ impl MultishotRecv {
         debug_assert_eq!(self.state, State::Idle);
         let group = self.ring.group();
         let fd = self.fd.raw_fd();
+        let limit = self.limit;
         let inner = self.inner();
         if inner.uring.submission().is_full() {
             inner.submit()?;
         }
-        let index = inner.ops.slab.insert(Lifecycle::Multi(MultiState::new()));
+        let index = inner
+            .ops
+            .slab
+            .insert(Lifecycle::Multi(Box::new(MultiState::new(limit))));
         let sqe = opcode::RecvMulti::new(types::Fd(fd), group)
             .build()
             .user_data(index as _);
@@ -152,6 +171,22 @@ impl MultishotRecv {
                 self.cancel_sent = true;
                 // SAFETY: index is this stream's live slot.
                 unsafe { UringInner::cancel_op(&self.driver, index) };
+            }
+        }
+    }
+
+    /// Bounds the ring buffers this stream can hold without being read: once `limit`
+    /// completions wait untaken (its owner is busy elsewhere, say writing to a slow peer), the
+    /// driver cancels the receive, and the next `next` after the queued ones arms it again.
+    /// Transparent to `next` (no `ECANCELED`); bytes not yet received stay in the socket, so
+    /// one slow connection cannot take every buffer of the group. Default: no limit.
+    pub fn set_queue_limit(&mut self, limit: usize) {
+        self.limit = limit.max(1);
+        if let State::Armed(index) = self.state {
+            // SAFETY: an armed slot stays in the slab until this stream removes it.
+            let mut slot = unsafe { self.inner().ops.slab.get(index).unwrap_unchecked() };
+            if let Lifecycle::Multi(multi) = &mut *slot {
+                multi.limit = self.limit;
             }
         }
     }
@@ -212,6 +247,7 @@ impl MultishotRecv {
             };
             let next = multi.queue.pop_front();
             let drained = multi.ended && multi.queue.is_empty();
+            let paused = multi.paused;
             if next.is_none() && !drained {
                 match &multi.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
@@ -240,6 +276,12 @@ impl MultishotRecv {
                     Some(bid) => Ok(RingBuf::filled(ring, bid, n as usize)),
                     None => Err(io::Error::other("multishot completion without a buffer")),
                 },
+                // The driver's pause (queue limit), not the owner's cancel: arm again.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ECANCELED) && paused && !self.cancelled =>
+                {
+                    continue;
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
                     self.end_with(State::Cancelled);
                     Err(e)
@@ -282,7 +324,7 @@ impl MultishotRecv {
             slot.remove();
             return;
         }
-        *slot = Lifecycle::IgnoredMulti { ring, _keep: keep };
+        *slot = Lifecycle::IgnoredMulti(Box::new((ring, keep)));
         drop(slot);
         if !cancel_sent {
             // SAFETY: index is the slot just handed to the driver, still live.
