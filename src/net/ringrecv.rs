@@ -7,7 +7,8 @@
 /// The buffer group of every worker's receive ring (one ring per worker, so one group).
 pub const GROUP: u16 = 0;
 
-/// `--uring-recv`: how the tcp-mode pump reads from the client on an io_uring worker.
+/// `--uring-recv`: how the tcp-mode pump reads from the client and a plain backend on an
+/// io_uring worker (http mode's request loop and TLS backends read the single way).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UringRecv {
     /// A readiness wait while quiet, then one read per chunk into a pool buffer.

@@ -7,6 +7,7 @@ pub mod l4;
 mod l7;
 mod linger;
 mod pump;
+pub use pump::RECORD_SLACK;
 mod tlsio;
 
 use std::rc::Rc;

@@ -8,7 +8,9 @@
 //!   other side and memory stays bounded;
 //! - buffers come from the worker's pool only while bytes move: once the connection has been
 //!   quiet for [`RELEASE_AFTER`], pending reads are called off and re-issued as readiness waits
-//!   that hold no buffer;
+//!   that hold no buffer; with `--uring-recv multishot` the client socket and a plain
+//!   backend's each keep one multishot receive armed instead, which holds no buffer until bytes
+//!   arrive (`multishot`, below);
 //! - a connection quiet on both sides is *parked*: the two direction futures (boxed, a few KiB)
 //!   are dropped — safe, since each is only waiting for readiness and holds no data — and one
 //!   small future waits for either socket to become readable; then they are made anew. An
@@ -50,7 +52,7 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// watcher looks whether the connection can be parked.
 const PARK_CHECK: Duration = Duration::from_millis(20);
 /// Backend reads leave this much room so the records they become fit one pooled buffer.
-const RECORD_SLACK: usize = 128;
+pub const RECORD_SLACK: usize = 128;
 
 /// How a pumped connection ended.
 #[derive(Debug)]
@@ -189,6 +191,8 @@ struct ClientSide {
 struct BackendSide {
     half: BackendRx,
     early: Vec<u8>,
+    /// A plain backend's multishot receive, as the client's (`ClientSide::ring`).
+    ring: Option<Box<multishot::Ring>>,
 }
 
 enum Active {
@@ -251,9 +255,16 @@ pub async fn run(
         early: to_backend,
         ring,
     };
+    let mut brx = brx;
+    // A TLS backend's records are read by its own layer (`BackendRx`), the single way.
+    let ring = match brx.is_tls() {
+        false => multishot::Ring::arm(brx.half_mut()),
+        true => None,
+    };
     let mut b = BackendSide {
         half: brx,
         early: to_client,
+        ring,
     };
     let result = loop {
         let active = Box::pin(pump.active(&mut c, &mut b, idle));
@@ -360,7 +371,12 @@ impl Pump<'_> {
             if bdone {
                 std::future::pending::<()>().await
             }
-            let _ = b.half.readable().await;
+            match b.ring.as_mut() {
+                Some(ring) if !ring.dry => ring.wait().await,
+                _ => {
+                    let _ = b.half.readable().await;
+                }
+            }
         };
         let timer = async {
             match deadline {
@@ -585,6 +601,9 @@ impl Pump<'_> {
         if b.half.is_tls() {
             // Boxed: a plain backend's direction does not carry the TLS one's state.
             return Box::pin(self.backend_records(b)).await;
+        }
+        if b.ring.is_some() {
+            return self.backend_plain_multishot(b).await;
         }
         loop {
             let limit = self.pool.size() - RECORD_SLACK;

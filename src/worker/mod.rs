@@ -123,9 +123,10 @@ mod ring;
 use door::{Acceptor, Door, Front};
 use ring::{Multishot, Restriction};
 
-/// The receive buffer ring `--uring-recv multishot` asks for: the pool's buffer size (a ring
-/// buffer holds what one pooled read would), and as many as the pool keeps free (2 MiB), so
-/// multishot pins no more idle memory than the pool does; at least 16.
+/// The receive buffer ring `--uring-recv multishot` asks for: a pooled buffer less the
+/// pump's record slack (a ring buffer holds what one pooled backend read would, so its records
+/// fit one pooled write), and as many as the pool keeps free (2 MiB), so multishot pins no
+/// more idle memory than the pool does; at least 16.
 fn recv_ring(settings: &proxy::Settings) -> Option<ring::RecvRing> {
     if settings.uring_recv != crate::net::ringrecv::UringRecv::Multishot {
         return None;
@@ -134,7 +135,7 @@ fn recv_ring(settings: &proxy::Settings) -> Option<ring::RecvRing> {
     Some(ring::RecvRing {
         // A power of two, as the kernel wants.
         entries: (1u16 << entries.ilog2()).max(16),
-        buf_len: settings.buf_size,
+        buf_len: settings.buf_size - proxy::RECORD_SLACK,
     })
 }
 

@@ -1,6 +1,8 @@
-//! The client → backend direction with `--uring-recv multishot`: one receive stays armed for
+//! Both directions of a tcp-mode connection with `--uring-recv multishot` (a TLS backend's
+//! records are read by its own layer, the single way): one receive stays armed per socket for
 //! the whole connection, and the kernel fills a buffer of the worker's ring only when bytes
-//! arrive, so a quiet direction holds no buffer and costs no submission per read.
+//! arrive, so a quiet direction holds no buffer and costs no submission per read. From the
+//! client come records; from a plain backend, bytes sealed straight from the ring buffer.
 //!
 //! Records are opened in place in the ring buffer and their plaintext written from there; a
 //! record cut at the buffer's end is copied into a pooled buffer (the only copy), completed
@@ -21,7 +23,10 @@ use monoio::buf::IoBuf;
 use monoio::buf_ring::{MultishotRecv, RingBuf};
 use tracing::debug;
 
-use super::{client_io, open_records, ClientSide, Pump, Side, FROM_CLIENT};
+use super::{
+    backend_io, client_io, client_side, open_records, BackendSide, ClientSide, Pump, Side,
+    FROM_BACKEND, FROM_CLIENT,
+};
 use crate::net::ringrecv;
 use crate::net::split::Half;
 use crate::tls::record::{Opener, HEADER_LEN};
@@ -167,7 +172,7 @@ impl Pump<'_> {
             c.buf = Some(b);
         }
         if self.out.control.borrow().reply_due() {
-            self.out.send_replies().await.map_err(super::client_side)?;
+            self.out.send_replies().await.map_err(client_side)?;
         }
         if opened.plain_end > 0 {
             let (res, slice) = c
@@ -175,7 +180,7 @@ impl Pump<'_> {
                 .write_all(rb.slice(..opened.plain_end), self.pool)
                 .await;
             drop(slice);
-            res.map_err(super::backend_io)?;
+            res.map_err(backend_io)?;
             self.moved(FROM_CLIENT, opened.plain_end as u64);
             self.touch();
         }
@@ -184,5 +189,72 @@ impl Pump<'_> {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// A plain backend's bytes in, records out to the client, sealed straight from the ring
+    /// buffer (as from a pooled one in the single way: ring buffers are a pooled buffer less
+    /// `RECORD_SLACK` long, so their records fit one pooled write).
+    pub(super) async fn backend_plain_multishot(&self, b: &mut BackendSide) -> Result<(), Side> {
+        loop {
+            let ring = b
+                .ring
+                .as_mut()
+                .expect("multishot direction without its receive");
+            let got = if ring.dry {
+                ring.dry = false;
+                let limit = self.pool.size() - super::RECORD_SLACK;
+                let input = self
+                    .read_pooled(b.half.half_mut(), FROM_BACKEND, limit)
+                    .await
+                    .map_err(backend_io)?;
+                Either::Pooled(input)
+            } else {
+                self.waiting[FROM_BACKEND].set(true);
+                let got = ring.next().await;
+                self.waiting[FROM_BACKEND].set(false);
+                match got {
+                    Ok(rb) => Either::Ring(rb),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        ring.dry = true;
+                        continue;
+                    }
+                    Err(e) => return Err(backend_io(e)),
+                }
+            };
+            let n = got.bytes().len();
+            if n == 0 {
+                got.give_back(self);
+                self.out.close().await.map_err(client_side)?;
+                self.done[FROM_BACKEND].set(true);
+                return Ok(());
+            }
+            self.touch();
+            let result = self.out.send(got.bytes()).await;
+            got.give_back(self);
+            result.map_err(client_side)?;
+            self.touch();
+            self.moved(FROM_BACKEND, n as u64);
+        }
+    }
+}
+
+/// A backend read, from the ring or (after `ENOBUFS`) from the pool.
+enum Either {
+    Ring(RingBuf),
+    Pooled(super::PoolBuf),
+}
+
+impl Either {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Either::Ring(rb) => rb,
+            Either::Pooled(b) => b.filled(),
+        }
+    }
+
+    fn give_back(self, pump: &Pump<'_>) {
+        if let Either::Pooled(b) = self {
+            pump.pool.put(b);
+        }
     }
 }
