@@ -76,7 +76,15 @@ start_tern() {
 	TERN_PID=$!
 	wait_port 24443 || { echo "tern did not start (see $OUT/tern.log)" >&2; exit 1; }
 }
-stop_tern() { kill -TERM "$TERN_PID"; wait "$TERN_PID" 2>/dev/null || true; }
+# Under valgrind a worker blocked in io_uring_enter can keep the signal from being handled
+# (valgrind runs one thread at a time), so a stop that takes over 30 s ends with SIGKILL;
+# the measured counts were dumped before it.
+stop_tern() {
+	kill -TERM "$TERN_PID"
+	for _ in $(seq 300); do kill -0 "$TERN_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$TERN_PID" 2>/dev/null || true
+	wait "$TERN_PID" 2>/dev/null || true
+}
 
 # Workloads as bench-env/run.sh runs them.
 declare -A ARGS=(
@@ -91,7 +99,7 @@ load() { # SECONDS ARGS...
 	local s=$1
 	shift
 	# shellcheck disable=SC2068
-	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup 0.5 --duration "$s" $@ 2>/dev/null
+	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup "${WARMUP:-0.5}" --duration "$s" $@ 2>/dev/null
 }
 
 if ((SPLIT)); then
@@ -125,39 +133,38 @@ fi
 
 ((CALLGRIND)) || exit 0
 echo
-# Start-up is counted by callgrind too (aws-lc seeds its random generator with jitterentropy,
-# ~0.4 G instructions once, in the TLS warm-up each worker runs before it accepts, or in the
-# first handshake of builds without one): start-up plus one request are measured alone first
-# and subtracted; jitterentropy's functions are left out of the lists.
+# Only the steady state is counted: tern runs under callgrind, takes a warm-up load (start-up
+# and aws-lc's jitterentropy seeding, ~0.4 G instructions, happen then), and the counters are
+# zeroed (`callgrind_control -z`) before the measured load and dumped (`-d`) right after it,
+# so the figure per request is the load's alone, whatever start-up cost. (Earlier versions
+# subtracted a separate start-up run, whose own variation swamped short runs.)
 # valgrind's CPU hides some instruction sets (aws-lc then takes its portable "_alt" X25519 and
 # AVX instead of SHA-NI SHA-256), so crypto counts here are above what runs natively.
+command -v callgrind_control >/dev/null || { echo "profile.sh: callgrind_control (valgrind) is needed" >&2; exit 2; }
 cg_total() { callgrind_annotate --auto=no "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
-start_tern tcp off valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.startup" --dump-instr=no
-# One request: what a first connection costs beyond the steady state is start-up too.
-curl -sk --max-time 60 -o /dev/null https://127.0.0.1:24443/ || true
-stop_tern
-STARTUP=$(cg_total "$OUT/callgrind.startup")
-echo "start-up and stop alone: $STARTUP instructions"
-echo
 for run in ${RUNS//,/ }; do
 	mode=${run%%:*} wl=${run#*:}
 	f=$OUT/callgrind.$mode.$wl
 	start_tern "$mode" "${TICKETS[$wl]}" valgrind --tool=callgrind --callgrind-out-file="$f" --dump-instr=no
-	json=$(load "$SECONDS_RUN" ${ARGS[$wl]})
+	load 1 ${ARGS[$wl]} >/dev/null
+	timeout 60 callgrind_control -z "$TERN_PID" >/dev/null
+	json=$(WARMUP=0 load "$SECONDS_RUN" ${ARGS[$wl]})
+	timeout 60 callgrind_control -d "$TERN_PID" >/dev/null
 	stop_tern
+	# The dump holds what happened between -z and -d; the file at exit (stop) is left aside.
+	f=$f.1
 	echo "### $mode / $wl"
-	python3 - "$wl" "$(cg_total "$f")" "$STARTUP" "$json" <<'PY'
+	python3 - "$wl" "$(cg_total "$f")" "$json" <<'PY'
 import json, sys
-wl, total, startup, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+wl, total, r = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 if wl == "bulk-down":
     n, what = r["bytes_in"] / 2**20, "MiB"
 elif wl == "hs":
     n, what = r["handshakes"], "handshake"
 else:
     n, what = r["requests"], "request"
-work = total - startup
-print(f"{work:,} user-space instructions (start-up subtracted) for {n:,.0f} x {what}: {work / max(n, 1):,.0f} per {what}")
-print(f"top functions by self cost, % of all {total:,} counted (start-up included):")
+print(f"{total:,} user-space instructions for {n:,.0f} x {what}: {total / max(n, 1):,.0f} per {what}")
+print("top functions by self cost, % of those:")
 PY
 	callgrind_annotate --threshold=95 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ \(' |
 		grep -v -e jitterentropy -e 'PROGRAM TOTALS' | head -n 20 |
