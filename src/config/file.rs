@@ -46,7 +46,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{backend, listener_policy, parse_listen, resolve, ConfigError, Topology};
+use super::{backend, backend_addr, listener_policy, parse_listen, ConfigError, Topology};
 use crate::backend::pool::{BackendTls, Balance, HealthCheck, PoolSpec};
 use crate::route::{HostMatch, Route};
 use crate::tls::certs::{self, CertSpec, CertStore};
@@ -511,7 +511,9 @@ fn pools(
         let backends = p
             .backends
             .iter()
-            .map(|b| resolve("backend", b.get_ref()).or_else(|e| src.err(b.span().start, e.0)))
+            .map(|b| {
+                backend_addr("backend", b.get_ref()).or_else(|e| src.err(b.span().start, e.0))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let balance = match &p.balance {
             None => Balance::RoundRobin,
