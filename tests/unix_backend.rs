@@ -297,7 +297,9 @@ fn proxy_v2_over_a_unix_socket_names_the_real_client() {
     let seen = b.seen.proxy.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].command, proxyproto::Command::Proxy);
-    let a = seen[0].addrs.expect("the client's addresses, not the socket's");
+    let a = seen[0]
+        .addrs
+        .expect("the client's addresses, not the socket's");
     assert_eq!((a.src, a.dst), (me, tern.addr()));
     assert_eq!(seen[0].tlvs.authority.as_deref(), Some("localhost"));
 }

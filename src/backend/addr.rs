@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The prefix that makes a backend a Unix socket path.
 pub const UNIX_PREFIX: &str = "unix:";
@@ -14,15 +14,6 @@ pub const UNIX_PREFIX: &str = "unix:";
 pub enum BackendAddr {
     Tcp(SocketAddr),
     Unix(PathBuf),
-}
-
-impl BackendAddr {
-    pub fn unix_path(&self) -> Option<&Path> {
-        match self {
-            BackendAddr::Unix(p) => Some(p),
-            BackendAddr::Tcp(_) => None,
-        }
-    }
 }
 
 impl fmt::Display for BackendAddr {
@@ -84,7 +75,5 @@ mod tests {
         assert_eq!(u.to_string(), "unix:/run/app.sock");
         let t = BackendAddr::Tcp("10.0.0.5:8080".parse().unwrap());
         assert_eq!(t.to_string(), "10.0.0.5:8080");
-        assert_eq!(u.unix_path(), Some(Path::new("/run/app.sock")));
-        assert_eq!(t.unix_path(), None);
     }
 }

@@ -22,8 +22,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
 use monoio::net::{TcpStream, UnixStream};
 use monoio::BufResult;
 
-use crate::net::bufpool::{BufPool, PoolBuf};
 use super::addr::BackendAddr;
+use crate::net::bufpool::{BufPool, PoolBuf};
 use crate::net::split::{split, Half};
 use crate::net::stream::Stream;
 use crate::tls::client::{ClientTls, Connecting};

@@ -511,9 +511,7 @@ fn pools(
         let backends = p
             .backends
             .iter()
-            .map(|b| {
-                backend_addr("backend", b.get_ref()).or_else(|e| src.err(b.span().start, e.0))
-            })
+            .map(|b| backend_addr("backend", b.get_ref()).or_else(|e| src.err(b.span().start, e.0)))
             .collect::<Result<Vec<_>, _>>()?;
         let balance = match &p.balance {
             None => Balance::RoundRobin,
