@@ -22,7 +22,7 @@
 //!
 //! [[pool]]
 //! name = "web"
-//! backends = ["10.0.0.1:8080", "10.0.0.2:8080"]
+//! backends = ["10.0.0.1:8080", "10.0.0.2:8080"]  # or "unix:/run/app.sock" (absolute path)
 //! balance = "least-conn"          # round-robin (default) | least-conn | ip-hash
 //! health_check = "/healthz"       # optional: GET it every health_interval (default 5s)
 //! tls = true                      # optional: connect over TLS, checked against the system's roots
