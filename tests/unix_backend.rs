@@ -195,6 +195,10 @@ fn server_config(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
 
 /// tern with one worker on 127.0.0.1:0 towards `backend` (as written), plus `extra`.
 fn start(certs: &Certs, backend: &str, extra: &[&str]) -> Tern {
+    start_env(certs, backend, extra, &[])
+}
+
+fn start_env(certs: &Certs, backend: &str, extra: &[&str], env: &[(&str, &str)]) -> Tern {
     let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--backend", backend]
         .iter()
         .map(|s| s.to_string())
@@ -202,7 +206,7 @@ fn start(certs: &Certs, backend: &str, extra: &[&str]) -> Tern {
     args.extend(["--workers".into(), "1".into()]);
     args.extend(certs.args());
     args.extend(extra.iter().map(|s| s.to_string()));
-    let tern = Tern::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let tern = Tern::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), env);
     assert_sandboxed(&tern);
     tern
 }
@@ -489,4 +493,35 @@ fn sighup_switches_a_pool_from_a_tcp_backend_to_a_unix_one() {
     assert_eq!(get(&mut after, "/name").text(), "unix conn=1");
     // The connection from before keeps its generation's pool.
     assert_eq!(get(&mut before, "/name").text(), "tcp");
+}
+
+#[test]
+fn the_epoll_driver_reaches_unix_backends_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new();
+    let cfg = certs.client(rustls::DEFAULT_VERSIONS);
+    let legacy = [("MONOIO_FORCE_LEGACY_DRIVER", "1")];
+    // http mode: a missing socket, then a live one kept alive.
+    let path = dir.path().join("http.sock");
+    let arg = format!("unix:{}", path.display());
+    let tern = start_env(&certs, &arg, &["--mode", "http"], &legacy);
+    assert!(
+        tern.log_text().contains("driver=Legacy"),
+        "{}",
+        tern.log_text()
+    );
+    let mut s = connect(tern.addr(), &cfg).unwrap();
+    assert_eq!(get(&mut s, "/").status, 502);
+    let b = SockBackend::start(&path, Kind::Http("epoll"), false);
+    let mut s = connect(tern.addr(), &cfg).unwrap();
+    assert_eq!(get(&mut s, "/").text(), "epoll conn=1");
+    assert_eq!(get(&mut s, "/").text(), "epoll conn=1");
+    assert_eq!(b.conns(), 1);
+    // tcp mode: bytes both ways.
+    let e = SockBackend::start(&dir.path().join("echo.sock"), Kind::Echo, false);
+    let tern = start_env(&certs, &e.arg(), &[], &legacy);
+    let mut s = connect(tern.addr(), &cfg).unwrap();
+    for chunk in pattern(64 * 1024, 3).chunks(8 * 1024) {
+        echo_round(&mut s, chunk);
+    }
 }
