@@ -70,7 +70,8 @@ impl Half {
     }
 
     /// Arms SO_LINGER with a zero timeout so that closing sends RST instead of FIN: how a
-    /// reset on one side is carried through to the other.
+    /// reset on one side is carried through to the other. A Unix socket (a `unix:` backend)
+    /// takes the option and has no reset to send: it just closes.
     pub fn reset_on_close(&self) {
         let linger = libc::linger {
             l_onoff: 1,
