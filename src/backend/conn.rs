@@ -1,13 +1,13 @@
 //! A connection to a backend: plain TCP or Unix socket, or TLS over it with tern's own record
-//! layer. The
-//! connection loops use its two halves ([`BackendRx`], [`BackendTx`]) where they used socket
-//! halves before; over TLS, records from the backend are opened in place in a pooled buffer
-//! and their plaintext read from where it lies, and plaintext to the backend is sealed straight
-//! into the write buffer, as on the client side.
+//! layer. The connection loops use its two halves ([`BackendRx`], [`BackendTx`]) where they
+//! used socket halves before; over TLS, records from the backend are opened in place in a
+//! pooled buffer and their plaintext read from where it lies, and plaintext to the backend is
+//! sealed straight into the write buffer, as on the client side.
 //!
 //! Opening: TCP (or Unix socket) connect, then the PROXY protocol header if the pool sends one
-//! (before any TLS byte: it describes the client's connection), then the TLS handshake. Nothing of a request is
-//! written before the handshake, and with it the certificate check, has passed.
+//! (before any TLS byte: it describes the client's connection), then the TLS handshake.
+//! Nothing of a request is written before the handshake, and with it the certificate check,
+//! has passed.
 
 use std::cell::RefCell;
 use std::future::Future;
