@@ -9,11 +9,14 @@
 #      (perf counters are not available here; callgrind counts instructions reproducibly).
 #      The top functions by self cost are printed with their share of tern's user-space work.
 #
-#   bench-env/profile.sh [--no-callgrind] [--no-split] [--seconds N] [--runs MODE:WORKLOAD,..]
+#   bench-env/profile.sh [--no-callgrind] [--no-split] [--serial] [--seconds N]
+#                        [--runs MODE:WORKLOAD,..]
 #
 # --runs picks the callgrind runs (default tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive);
 # workloads are hs, keepalive and bulk-down. TERN_BIN=/path/tern profiles another binary, so
-# two builds can be compared instruction for instruction.
+# two builds can be compared instruction for instruction; do that with --serial (one
+# connection at a time): how many requests one wake-up of tern serves changes its
+# instructions per request, and a busier machine batches more.
 #
 # Needs what bench-env/run.sh installs (nginx as the backend, openssl, valgrind) and release
 # builds of tern and tern-loadgen (`cargo build --release --workspace`). Uses ports 24443 and
@@ -23,13 +26,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TERN=${TERN_BIN:-$ROOT/target/release/tern}
 LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/tern-loadgen}
-SECONDS_RUN=5 CALLGRIND=1 SPLIT=1 RUNS=tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive
+SECONDS_RUN=5 CALLGRIND=1 SPLIT=1 SERIAL=0 RUNS=tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive
 while (($#)); do
 	case $1 in
 	--no-callgrind) CALLGRIND=0 ;;
 	--no-split) SPLIT=0 ;;
 	--runs) RUNS=${2:?} && shift ;;
 	--seconds) SECONDS_RUN=${2:?} && shift ;;
+	--serial) SERIAL=1 ;;
 	*) echo "profile.sh: unknown argument $1" >&2 && exit 2 ;;
 	esac
 	shift
@@ -41,7 +45,12 @@ for c in nginx openssl taskset curl; do command -v $c >/dev/null || { echo "prof
 OUT=$ROOT/bench-env/results/profile-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT/www" "$OUT/tmp"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# tern too (a failed step exits through here with tern, perhaps under valgrind, still up).
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	[[ -z ${TERN_PID:-} ]] || kill -KILL "$TERN_PID" 2>/dev/null || true
+	wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
@@ -92,6 +101,9 @@ declare -A ARGS=(
 	[keepalive]="--conns 16"
 	[bulk-down]="--conns 4 --path /1m"
 )
+if ((SERIAL)); then
+	ARGS=([hs]="--reqs-per-conn 1 --conns 1" [keepalive]="--conns 1" [bulk-down]="--conns 1 --path /1m")
+fi
 declare -A TICKETS=([hs]=off [keepalive]=on [bulk-down]=on)
 WORKLOADS=(hs keepalive bulk-down)
 
@@ -99,7 +111,8 @@ load() { # SECONDS ARGS...
 	local s=$1
 	shift
 	# shellcheck disable=SC2068
-	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup "${WARMUP:-0.5}" --duration "$s" $@ 2>/dev/null
+	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup "${WARMUP:-0.5}" --duration "$s" $@ 2>>"$OUT/loadgen.log" ||
+		{ echo "profile.sh: tern-loadgen failed (see $OUT/loadgen.log)" >&2; return 1; }
 }
 
 if ((SPLIT)); then
@@ -166,8 +179,10 @@ else:
 print(f"{total:,} user-space instructions for {n:,.0f} x {what}: {total / max(n, 1):,.0f} per {what}")
 print("top functions by self cost, % of those:")
 PY
-	callgrind_annotate --threshold=95 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ \(' |
-		grep -v -e jitterentropy -e 'PROGRAM TOTALS' | head -n 20 |
+	# A dump taken while threads run lists the frames every thread sits below (clone,
+	# start_thread, ...) with the whole count as if it were their own: at 100 %, left out.
+	callgrind_annotate --threshold=100 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ \(' |
+		grep -v -e jitterentropy -e 'PROGRAM TOTALS' -e '(100.0%)' | head -n 20 |
 		sed -E 's# \[[^]]*\]$##; s#/[^ ]*/(registry/src/[^/]*|rustc/[0-9a-f]*|aws-lc)/##' || true
 	echo
 done
