@@ -7,6 +7,7 @@
 #                    [--no-install] [--no-build]
 #
 # Environment: TERN_BIN=/path/to/tern measures that binary (tern is then not built);
+# TERN_FLAGS="--flag value" adds flags to every tern and tern-http start (A/B of a setting);
 # TERN_BENCH_PORT (24443) and TERN_BENCH_BACKEND_PORT (24080) move the fixed ports (the
 # reencrypt workload also uses the backend port + 1).
 #
@@ -22,7 +23,7 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 
 BACKEND_SEND=write MODE=full ONLY="" PEERS_ARG="" LAT_RATE="" IDLE_ARG="" INSTALL=1 BUILD=1 CHECK=0
 SCALE_LIST=""
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
 	case $1 in
 	--quick) [[ $MODE == check ]] || MODE=quick ;;

@@ -303,7 +303,7 @@ peer_start() {
 		start_bg "$p" "$cpus" "$TERN" --listen "127.0.0.1:$TLS_PORT" \
 			--cert "$RUN_DIR/certs/$cert.crt" --key "$RUN_DIR/certs/$cert.key" \
 			"${backend[@]}" --mode "$mode" --workers "$workers" \
-			--cores "$cpus" --tickets "$tickets" --idle-timeout 600s -q
+			--cores "$cpus" --tickets "$tickets" --idle-timeout 600s -q ${TERN_FLAGS:-}
 		;;
 	nginx-stream | nginx-http | nginx-stream-plain)
 		nginx_conf "${p#nginx-}" "$cert" "$tickets" >"$conf"
