@@ -9,11 +9,14 @@
 #      (perf counters are not available here; callgrind counts instructions reproducibly).
 #      The top functions by self cost are printed with their share of tern's user-space work.
 #
-#   bench-env/profile.sh [--no-callgrind] [--no-split] [--seconds N] [--runs MODE:WORKLOAD,..]
+#   bench-env/profile.sh [--no-callgrind] [--no-split] [--serial] [--seconds N]
+#                        [--runs MODE:WORKLOAD,..]
 #
 # --runs picks the callgrind runs (default tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive);
 # workloads are hs, keepalive and bulk-down. TERN_BIN=/path/tern profiles another binary, so
-# two builds can be compared instruction for instruction.
+# two builds can be compared instruction for instruction; do that with --serial (one
+# connection at a time): how many requests one wake-up of tern serves changes its
+# instructions per request, and a busier machine batches more.
 #
 # Needs what bench-env/run.sh installs (nginx as the backend, openssl, valgrind) and release
 # builds of tern and tern-loadgen (`cargo build --release --workspace`). Uses ports 24443 and
@@ -23,13 +26,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TERN=${TERN_BIN:-$ROOT/target/release/tern}
 LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/tern-loadgen}
-SECONDS_RUN=5 CALLGRIND=1 SPLIT=1 RUNS=tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive
+SECONDS_RUN=5 CALLGRIND=1 SPLIT=1 SERIAL=0 RUNS=tcp:hs,tcp:keepalive,tcp:bulk-down,http:keepalive
 while (($#)); do
 	case $1 in
 	--no-callgrind) CALLGRIND=0 ;;
 	--no-split) SPLIT=0 ;;
 	--runs) RUNS=${2:?} && shift ;;
 	--seconds) SECONDS_RUN=${2:?} && shift ;;
+	--serial) SERIAL=1 ;;
 	*) echo "profile.sh: unknown argument $1" >&2 && exit 2 ;;
 	esac
 	shift
@@ -41,7 +45,12 @@ for c in nginx openssl taskset curl; do command -v $c >/dev/null || { echo "prof
 OUT=$ROOT/bench-env/results/profile-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT/www" "$OUT/tmp"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# tern too (a failed step exits through here with tern, perhaps under valgrind, still up).
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	[[ -z ${TERN_PID:-} ]] || kill -KILL "$TERN_PID" 2>/dev/null || true
+	wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
@@ -76,7 +85,15 @@ start_tern() {
 	TERN_PID=$!
 	wait_port 24443 || { echo "tern did not start (see $OUT/tern.log)" >&2; exit 1; }
 }
-stop_tern() { kill -TERM "$TERN_PID"; wait "$TERN_PID" 2>/dev/null || true; }
+# Under valgrind a worker blocked in io_uring_enter can keep the signal from being handled
+# (valgrind runs one thread at a time), so a stop that takes over 30 s ends with SIGKILL;
+# the measured counts were dumped before it.
+stop_tern() {
+	kill -TERM "$TERN_PID"
+	for _ in $(seq 300); do kill -0 "$TERN_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$TERN_PID" 2>/dev/null || true
+	wait "$TERN_PID" 2>/dev/null || true
+}
 
 # Workloads as bench-env/run.sh runs them.
 declare -A ARGS=(
@@ -84,6 +101,9 @@ declare -A ARGS=(
 	[keepalive]="--conns 16"
 	[bulk-down]="--conns 4 --path /1m"
 )
+if ((SERIAL)); then
+	ARGS=([hs]="--reqs-per-conn 1 --conns 1" [keepalive]="--conns 1" [bulk-down]="--conns 1 --path /1m")
+fi
 declare -A TICKETS=([hs]=off [keepalive]=on [bulk-down]=on)
 WORKLOADS=(hs keepalive bulk-down)
 
@@ -91,7 +111,8 @@ load() { # SECONDS ARGS...
 	local s=$1
 	shift
 	# shellcheck disable=SC2068
-	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup 0.5 --duration "$s" $@ 2>/dev/null
+	taskset -c 1 "$LOADGEN" run --target 127.0.0.1:24443 --cpus 1 --warmup "${WARMUP:-0.5}" --duration "$s" $@ 2>>"$OUT/loadgen.log" ||
+		{ echo "profile.sh: tern-loadgen failed (see $OUT/loadgen.log)" >&2; return 1; }
 }
 
 if ((SPLIT)); then
@@ -125,42 +146,43 @@ fi
 
 ((CALLGRIND)) || exit 0
 echo
-# Start-up is counted by callgrind too (aws-lc seeds its random generator with jitterentropy,
-# ~0.4 G instructions once, in the TLS warm-up each worker runs before it accepts, or in the
-# first handshake of builds without one): start-up plus one request are measured alone first
-# and subtracted; jitterentropy's functions are left out of the lists.
+# Only the steady state is counted: tern runs under callgrind, takes a warm-up load (start-up
+# and aws-lc's jitterentropy seeding, ~0.4 G instructions, happen then), and the counters are
+# zeroed (`callgrind_control -z`) before the measured load and dumped (`-d`) right after it,
+# so the figure per request is the load's alone, whatever start-up cost. (Earlier versions
+# subtracted a separate start-up run, whose own variation swamped short runs.)
 # valgrind's CPU hides some instruction sets (aws-lc then takes its portable "_alt" X25519 and
 # AVX instead of SHA-NI SHA-256), so crypto counts here are above what runs natively.
+command -v callgrind_control >/dev/null || { echo "profile.sh: callgrind_control (valgrind) is needed" >&2; exit 2; }
 cg_total() { callgrind_annotate --auto=no "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'; }
-start_tern tcp off valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.startup" --dump-instr=no
-# One request: what a first connection costs beyond the steady state is start-up too.
-curl -sk --max-time 60 -o /dev/null https://127.0.0.1:24443/ || true
-stop_tern
-STARTUP=$(cg_total "$OUT/callgrind.startup")
-echo "start-up and stop alone: $STARTUP instructions"
-echo
 for run in ${RUNS//,/ }; do
 	mode=${run%%:*} wl=${run#*:}
 	f=$OUT/callgrind.$mode.$wl
 	start_tern "$mode" "${TICKETS[$wl]}" valgrind --tool=callgrind --callgrind-out-file="$f" --dump-instr=no
-	json=$(load "$SECONDS_RUN" ${ARGS[$wl]})
+	load 1 ${ARGS[$wl]} >/dev/null
+	timeout 60 callgrind_control -z "$TERN_PID" >/dev/null
+	json=$(WARMUP=0 load "$SECONDS_RUN" ${ARGS[$wl]})
+	timeout 60 callgrind_control -d "$TERN_PID" >/dev/null
 	stop_tern
+	# The dump holds what happened between -z and -d; the file at exit (stop) is left aside.
+	f=$f.1
 	echo "### $mode / $wl"
-	python3 - "$wl" "$(cg_total "$f")" "$STARTUP" "$json" <<'PY'
+	python3 - "$wl" "$(cg_total "$f")" "$json" <<'PY'
 import json, sys
-wl, total, startup, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+wl, total, r = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 if wl == "bulk-down":
     n, what = r["bytes_in"] / 2**20, "MiB"
 elif wl == "hs":
     n, what = r["handshakes"], "handshake"
 else:
     n, what = r["requests"], "request"
-work = total - startup
-print(f"{work:,} user-space instructions (start-up subtracted) for {n:,.0f} x {what}: {work / max(n, 1):,.0f} per {what}")
-print(f"top functions by self cost, % of all {total:,} counted (start-up included):")
+print(f"{total:,} user-space instructions for {n:,.0f} x {what}: {total / max(n, 1):,.0f} per {what}")
+print("top functions by self cost, % of those:")
 PY
-	callgrind_annotate --threshold=95 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ \(' |
-		grep -v -e jitterentropy -e 'PROGRAM TOTALS' | head -n 20 |
+	# A dump taken while threads run lists the frames every thread sits below (clone,
+	# start_thread, ...) with the whole count as if it were their own: at 100 %, left out.
+	callgrind_annotate --threshold=100 --auto=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ \(' |
+		grep -v -e jitterentropy -e 'PROGRAM TOTALS' -e '(100.0%)' | head -n 20 |
 		sed -E 's# \[[^]]*\]$##; s#/[^ ]*/(registry/src/[^/]*|rustc/[0-9a-f]*|aws-lc)/##' || true
 	echo
 done

@@ -7,6 +7,7 @@
 #                    [--no-install] [--no-build]
 #
 # Environment: TERN_BIN=/path/to/tern measures that binary (tern is then not built);
+# TERN_FLAGS="--flag value" adds flags to every tern and tern-http start (A/B of a setting);
 # TERN_BENCH_PORT (24443) and TERN_BENCH_BACKEND_PORT (24080) move the fixed ports (the
 # reencrypt workload also uses the backend port + 1).
 #
@@ -22,7 +23,7 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 
 BACKEND_SEND=write MODE=full ONLY="" PEERS_ARG="" LAT_RATE="" IDLE_ARG="" INSTALL=1 BUILD=1 CHECK=0
 SCALE_LIST=""
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
 	case $1 in
 	--quick) [[ $MODE == check ]] || MODE=quick ;;
@@ -125,6 +126,8 @@ done
 for w in $WORKLOADS $OPT_IN_WORKLOADS; do
 	if [[ -z $ONLY && " $OPT_IN_WORKLOADS " != *" $w "* ]] || [[ ",$ONLY," == *",$w,"* ]]; then
 		SELECTED+=("$w")
+	elif [[ -z $ONLY && $w == unix ]] && ((CHECK)); then
+		SELECTED+=("$w") # CI keeps the unix-socket path working, shortened (wl_unix)
 	elif [[ $w == scaling && -n $SCALE_LIST ]]; then
 		SELECTED+=("$w") # --scaling asks for it
 	fi
@@ -132,6 +135,12 @@ done
 has() { [[ " ${SELECTED[*]} " == *" $1 "* ]]; }
 # The reencrypt workload's backend also serves HTTPS, on the next port.
 has reencrypt && BACKEND_TLS_PORT=$((BACKEND_PORT + 1))
+# The unix workload's backend also listens on a Unix socket (sun_path holds 107 bytes: a deep
+# checkout puts it in /tmp instead).
+if has unix; then
+	BACKEND_SOCK=$RUN_DIR/tmp/backend.sock
+	((${#BACKEND_SOCK} > 100)) && BACKEND_SOCK=$(mktemp -u /tmp/tern-bench-XXXXXX.sock)
+fi
 
 # Again, after the build (which can take minutes): is anything else using the ports now?
 require_free_port "$TLS_PORT" TERN_BENCH_PORT
@@ -199,6 +208,24 @@ run_reencrypt() {
 	done
 	PEER_BACKEND=plain
 }
+# The unix-socket backend: tern and tern-http only (the peers' rows are the tcp-backend ones).
+run_unix() {
+	local p why
+	why=$(unix_unavailable)
+	PEER_BACKEND=unix
+	for p in "${PEERS[@]}"; do
+		[[ $p == tern || $p == tern-http ]] || continue
+		if [[ -n $why ]]; then
+			log "unix: skipping $p: $why"
+			record "{\"peer\": \"$p-unix\", \"workload\": \"skipped\", \"for\": \"unix\", \"reason\": $(json_str "$why")}"
+			continue
+		fi
+		peer_start "$p" ec on || continue
+		wl_unix "$p"
+		peer_stop
+	done
+	PEER_BACKEND=plain
+}
 group_on=()
 for w in resume keepalive bulk-down bulk-up latency toolcheck; do has "$w" && group_on+=("$w"); done
 has hs-ecdsa && run_group ec off hs-ecdsa
@@ -206,12 +233,14 @@ has hs-rsa && run_group rsa off hs-rsa
 run_group ec on "${group_on[@]}"
 has idle-mem && run_group ec on idle-mem
 has reencrypt && run_reencrypt
+has unix && run_unix
 [[ " ${PEERS[*]} " == *" bare-crypto "* ]] && crypto_row
 if has scaling; then
 	if [[ " ${PEERS[*]} " == *" tern "* ]]; then wl_scaling; else log "scaling: tern not available"; fi
 fi
 
 stop_bg "$BACKEND_PID"
+[[ -n ${BACKEND_SOCK:-} ]] && rm -f "$BACKEND_SOCK"
 ELAPSED=$(($(date +%s) - START_TIME))
 log "measured in ${ELAPSED}s; writing the report"
 "$PY" "$BENCH_DIR/lib/report.py" "$RUN_DIR" --elapsed "$ELAPSED" --mode "$MODE" ||

@@ -78,8 +78,9 @@ pub struct RunArgs {
     /// The order --cert, --pem and --ocsp were given in (filled by [`parse`]).
     #[arg(skip)]
     pub cert_order: Vec<CertArg>,
-    /// Backend to forward to, HOST:PORT (repeatable: balanced per worker, next on failure).
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Backend to forward to, HOST:PORT or unix:/absolute/path of a Unix socket (repeatable:
+    /// balanced per worker, next on failure).
+    #[arg(long, value_name = "HOST:PORT|unix:PATH")]
     pub backend: Vec<String>,
     /// How the backends share connections (requests in http mode).
     #[arg(long, value_name = "HOW", default_value = "round-robin", value_parser = parse_balance, hide_possible_values = false)]

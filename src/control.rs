@@ -285,7 +285,9 @@ pub fn run(
     // Every worker accepts: a predecessor may stop now.
     let upgrade = upgrade.finish(listeners);
     for pool in cfg.generation.pools.iter() {
-        info!(pool = %pool.name, backends = ?pool.backends, balance = ?pool.balance, "backend pool");
+        // As written: `10.0.0.5:8080`, `unix:/run/app.sock`.
+        let backends: Vec<String> = pool.backends.iter().map(|b| b.to_string()).collect();
+        info!(pool = %pool.name, backends = ?backends, balance = ?pool.balance, "backend pool");
     }
     crate::report::certificates(&cfg.generation.tls.certs);
     health.set_ready();

@@ -91,6 +91,12 @@ $(backend_locations "$1")
 EOF
 }
 
+# With BACKEND_SOCK set (the unix workload), the plain site also listens on that Unix socket.
+backend_unix_listen() {
+	[[ -n ${BACKEND_SOCK:-} ]] || return 0
+	printf '        listen unix:%s backlog=4096;' "$BACKEND_SOCK"
+}
+
 backend_start() {
 	local c=$RUN_DIR/conf/backend.conf www=$RUN_DIR/www tmp=$RUN_DIR/tmp/backend
 	mkdir -p "$www" "$tmp"
@@ -116,6 +122,7 @@ $(backend_send_mode)
     upstream backend_self { server 127.0.0.1:$BACKEND_PORT; keepalive 64; }
     server {
         listen 127.0.0.1:$BACKEND_PORT backlog=4096;
+$(backend_unix_listen)
 $(backend_locations "$www")
     }
 $(backend_tls_server "$www")
@@ -127,6 +134,10 @@ EOF
 	curl -fsS -o /dev/null "http://127.0.0.1:$BACKEND_PORT/" || die "backend answers no GET /"
 	curl -fsS -o /dev/null -X POST --data-binary @"$www/1m" "http://127.0.0.1:$BACKEND_PORT/upload" ||
 		die "backend answers no POST /upload"
+	if [[ -n ${BACKEND_SOCK:-} ]]; then
+		curl -fsS -o /dev/null --unix-socket "$BACKEND_SOCK" "http://localhost/" ||
+			die "backend answers no GET / on unix:$BACKEND_SOCK"
+	fi
 	if [[ -n ${BACKEND_TLS_PORT:-} ]]; then
 		# Checked against the test CA, by name, as the terminators will.
 		curl -fsS -o /dev/null --cacert "$RUN_DIR/certs/ca.crt" \

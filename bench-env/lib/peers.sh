@@ -10,6 +10,8 @@
 #
 # PEER_BACKEND=tls (set by the reencrypt workload) makes each terminator forward over TLS to the
 # backend's HTTPS port ($BACKEND_TLS_PORT), checking its certificate against the test CA.
+# PEER_BACKEND=unix (the unix workload, tern and tern-http only) makes tern reach the same plain
+# backend over its Unix socket ($BACKEND_SOCK) instead of 127.0.0.1:$BACKEND_PORT.
 
 ALL_PEERS="tern nginx-stream haproxy-tcp hitch tern-http nginx-http haproxy-http nginx-stream-plain haproxy-tcp-plain bare-crypto"
 # The reference rows: forwarding plain HTTP without TLS, and only where that means something.
@@ -75,6 +77,17 @@ tern_trial() {
 	TRIAL_OUT="exit $rc: ${out%%$'\n'*}"
 	# timeout's 124 means it was still running after 3 s: it started.
 	[[ $rc == 124 ]]
+}
+
+# Why tern cannot reach the backend over a Unix socket (empty if it can): a binary from before
+# `--backend unix:PATH` refuses the address.
+unix_unavailable() {
+	wait_port_free "$TLS_PORT" 10 || {
+		echo "port $TLS_PORT still busy"
+		return
+	}
+	tern_trial --backend "unix:$BACKEND_SOCK" ||
+		echo "tern --backend unix:PATH does not start ($TRIAL_OUT)"
 }
 
 # Why a peer cannot forward over TLS to the backend (empty if it can).
@@ -285,11 +298,12 @@ peer_start() {
 		[[ $p == tern-http ]] && mode=http
 		[[ ${PEER_BACKEND:-plain} == tls ]] && backend=(--backend "127.0.0.1:$BACKEND_TLS_PORT"
 			--backend-tls --backend-ca "$RUN_DIR/certs/ca.crt")
+		[[ ${PEER_BACKEND:-plain} == unix ]] && backend=(--backend "unix:$BACKEND_SOCK")
 		# --cores: the CPUs of $cpus, one worker each.
 		start_bg "$p" "$cpus" "$TERN" --listen "127.0.0.1:$TLS_PORT" \
 			--cert "$RUN_DIR/certs/$cert.crt" --key "$RUN_DIR/certs/$cert.key" \
 			"${backend[@]}" --mode "$mode" --workers "$workers" \
-			--cores "$cpus" --tickets "$tickets" --idle-timeout 600s -q
+			--cores "$cpus" --tickets "$tickets" --idle-timeout 600s -q ${TERN_FLAGS:-}
 		;;
 	nginx-stream | nginx-http | nginx-stream-plain)
 		nginx_conf "${p#nginx-}" "$cert" "$tickets" >"$conf"

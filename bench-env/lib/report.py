@@ -13,14 +13,18 @@ import signal
 import subprocess
 import sys
 
-PEER_ORDER = ["tern", "nginx-stream", "haproxy-tcp", "hitch", "tern-http", "nginx-http", "haproxy-http",
-              "nginx-stream-plain", "haproxy-tcp-plain", "bare-crypto"]
-MODE_OF = {"tern": "tcp", "nginx-stream": "tcp", "haproxy-tcp": "tcp", "hitch": "tcp",
-           "tern-http": "http", "nginx-http": "http", "haproxy-http": "http",
-           "nginx-stream-plain": "plain", "haproxy-tcp-plain": "plain", "bare-crypto": "crypto"}
+# tern-unix, tern-http-unix: tern and tern-http reaching the backend over a Unix socket (the
+# unix workload), beside their tcp-backend rows.
+PEER_ORDER = ["tern", "tern-unix", "nginx-stream", "haproxy-tcp", "hitch", "tern-http", "tern-http-unix",
+              "nginx-http", "haproxy-http", "nginx-stream-plain", "haproxy-tcp-plain", "bare-crypto"]
+MODE_OF = {"tern": "tcp", "tern-unix": "tcp (unix backend)", "nginx-stream": "tcp", "haproxy-tcp": "tcp",
+           "hitch": "tcp", "tern-http": "http", "tern-http-unix": "http (unix backend)", "nginx-http": "http",
+           "haproxy-http": "http", "nginx-stream-plain": "plain", "haproxy-tcp-plain": "plain",
+           "bare-crypto": "crypto"}
 # The TLS peers tern and tern-http are each compared with, and the reference rows: forwarding
 # without TLS, and TLS alone (criterion, in memory, no sockets).
 TLS_PEERS = {"tern": ["nginx-stream", "haproxy-tcp", "hitch"], "tern-http": ["nginx-http", "haproxy-http"]}
+TLS_PEERS.update({"tern-unix": TLS_PEERS["tern"], "tern-http-unix": TLS_PEERS["tern-http"]})
 PLAIN_PEERS = ["nginx-stream-plain", "haproxy-tcp-plain"]
 REFERENCE = set(PLAIN_PEERS) | {"bare-crypto"}
 SUMMARY_WL = ["hs-ecdsa", "hs-rsa", "resume", "keepalive", "bulk-down", "bulk-up", "latency",
@@ -101,6 +105,8 @@ def notes(r):
         n.append(f"criterion {r.get('bench')}: median {fmt(r.get('ns_per_iter'))} ns (+/- {fmt(r.get('ns_dev'))}), in memory, server side, CPU time")
     if r.get("backend") == "tls":
         n.append("TLS to the backend")
+    if r.get("backend") == "unix":
+        n.append("backend over a Unix socket")
     if r.get("tool") and wl.startswith("toolcheck"):
         n.append(r["tool"])
     if (r.get("other_busy") or 0) > NOISY:
@@ -145,7 +151,7 @@ def limits_table(rows):
         _, _, _, pkey, punit = WORKLOADS[wl]
         plain_p, plain_v = best(by, wl, PLAIN_PEERS, pkey)
         crypto = by.get((wl, "bare-crypto"), {}).get(pkey)
-        for tern in ("tern", "tern-http"):
+        for tern in ("tern", "tern-unix", "tern-http", "tern-http-unix"):
             t = by.get((wl, tern), {}).get(pkey)
             if not t:
                 continue

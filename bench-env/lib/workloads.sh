@@ -17,8 +17,8 @@
 #   idle         64 connections opened at once until $IDLE_CONNS are held.
 
 WORKLOADS="hs-ecdsa hs-rsa resume keepalive bulk-down bulk-up latency idle-mem scaling"
-# Not in the default set: run with --only.
-OPT_IN_WORKLOADS="toolcheck reencrypt"
+# Not in the default set: run with --only (unix also runs, shortened, in --check).
+OPT_IN_WORKLOADS="toolcheck reencrypt unix"
 HS_CONNS=32
 KA_CONNS=16
 BULK_CONNS=4
@@ -68,16 +68,18 @@ wl_resume() {
 	lg_run "$1" resume '{}' --reqs-per-conn 1 --conns "$HS_CONNS" --resume
 }
 
+# WL_EXTRA: what the unix workload adds to the rows of these three.
+WL_EXTRA='{}'
 wl_keepalive() {
-	lg_run "$1" keepalive '{}' --conns "$KA_CONNS"
+	lg_run "$1" keepalive "$WL_EXTRA" --conns "$KA_CONNS"
 }
 
 wl_bulk_down() {
-	lg_run "$1" bulk-down '{}' --conns "$BULK_CONNS" --path /1m
+	lg_run "$1" bulk-down "$WL_EXTRA" --conns "$BULK_CONNS" --path /1m
 }
 
 wl_bulk_up() {
-	lg_run "$1" bulk-up '{}' --conns "$BULK_CONNS" --path /upload --method POST --body-size 1048576
+	lg_run "$1" bulk-up "$WL_EXTRA" --conns "$BULK_CONNS" --path /upload --method POST --body-size 1048576
 }
 
 wl_latency() {
@@ -105,6 +107,18 @@ wl_idle_mem() {
 wl_reencrypt() {
 	lg_run "$1" reencrypt-hs '{"backend": "tls"}' --reqs-per-conn 1 --conns "$HS_CONNS"
 	lg_run "$1" reencrypt-ka '{"backend": "tls"}' --conns "$KA_CONNS"
+}
+
+# Unix-socket backend (opt-in, --only unix): tern and tern-http reach the same nginx backend
+# over its Unix socket (PEER_BACKEND=unix); the keep-alive and bulk workloads, recorded as the
+# peers tern-unix and tern-http-unix so that they sit beside the tcp-backend rows of tern and
+# tern-http in the same tables. --check runs keep-alive and bulk-down only (about 10 s).
+wl_unix() { # PEER (tern or tern-http)
+	local w todo=(keepalive bulk-down bulk-up)
+	((CHECK)) && todo=(keepalive bulk-down)
+	WL_EXTRA='{"backend": "unix"}'
+	for w in "${todo[@]}"; do run_workload "$1-unix" "$w"; done
+	WL_EXTRA='{}'
 }
 
 # Scaling: full handshakes and keep-alive requests through tern with N workers, connections

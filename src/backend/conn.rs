@@ -1,17 +1,17 @@
-//! A connection to a backend: plain TCP, or TLS over it with tern's own record layer. The
-//! connection loops use its two halves ([`BackendRx`], [`BackendTx`]) where they used socket
-//! halves before; over TLS, records from the backend are opened in place in a pooled buffer
-//! and their plaintext read from where it lies, and plaintext to the backend is sealed straight
-//! into the write buffer, as on the client side.
+//! A connection to a backend: plain TCP or Unix socket, or TLS over it with tern's own record
+//! layer. The connection loops use its two halves ([`BackendRx`], [`BackendTx`]) where they
+//! used socket halves before; over TLS, records from the backend are opened in place in a
+//! pooled buffer and their plaintext read from where it lies, and plaintext to the backend is
+//! sealed straight into the write buffer, as on the client side.
 //!
-//! Opening: TCP connect, then the PROXY protocol header if the pool sends one (before any TLS
-//! byte: it describes the TCP connection), then the TLS handshake. Nothing of a request is
-//! written before the handshake, and with it the certificate check, has passed.
+//! Opening: TCP (or Unix socket) connect, then the PROXY protocol header if the pool sends one
+//! (before any TLS byte: it describes the client's connection), then the TLS handshake.
+//! Nothing of a request is written before the handshake, and with it the certificate check,
+//! has passed.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -19,18 +19,20 @@ use std::rc::Rc;
 use futures_util::future::Either;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle};
-use monoio::net::TcpStream;
+use monoio::net::{TcpStream, UnixStream};
 use monoio::BufResult;
 
+use super::addr::BackendAddr;
 use crate::net::bufpool::{BufPool, PoolBuf};
 use crate::net::split::{split, Half};
+use crate::net::stream::Stream;
 use crate::tls::client::{ClientTls, Connecting};
 use crate::tls::record::MAX_FRAGMENT;
 use crate::tls::{Control, Established, Rx, RxEvent, SessionInfo, Step, TlsError, Tx};
 
 /// A whole backend connection: what the idle pool keeps between requests.
 pub struct BackendStream {
-    stream: TcpStream,
+    stream: Stream,
     tls: Option<Box<TlsParts>>,
 }
 
@@ -49,15 +51,19 @@ fn tls_io(e: TlsError) -> io::Error {
 }
 
 /// Connects to `addr`, sends `header` (the PROXY protocol, empty for none), then, with `tls`,
-/// runs the handshake towards `name`. Unbounded: the caller times it.
+/// runs the handshake towards `name`. Unbounded: the caller times it. A Unix socket path that
+/// does not exist or has nobody listening fails here like a refused TCP connect.
 pub async fn open(
-    addr: SocketAddr,
+    addr: &BackendAddr,
     header: &[u8],
     tls: Option<(&ClientTls, &str)>,
     pool: &BufPool,
 ) -> io::Result<BackendStream> {
-    let mut stream = TcpStream::connect_addr(addr).await?;
-    let _ = stream.set_nodelay(true);
+    let mut stream = match addr {
+        BackendAddr::Tcp(a) => Stream::Tcp(TcpStream::connect_addr(*a).await?),
+        BackendAddr::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
+    };
+    stream.set_nodelay();
     if !header.is_empty() {
         let (res, _) = stream.write_all(header.to_vec()).await;
         res?;
@@ -72,7 +78,7 @@ pub async fn open(
 
 /// Drives a client handshake to completion; the records that came after it.
 async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mut c: Connecting,
     pool: &BufPool,
 ) -> io::Result<(Established, Option<PoolBuf>)> {
@@ -146,7 +152,7 @@ async fn handshake(
 }
 
 impl BackendStream {
-    fn with_tls(stream: TcpStream, est: Established, carry: Option<PoolBuf>) -> BackendStream {
+    fn with_tls(stream: Stream, est: Established, carry: Option<PoolBuf>) -> BackendStream {
         BackendStream {
             stream,
             tls: Some(Box::new(TlsParts {

@@ -4,10 +4,10 @@
 //! keeps it in, anything else takes it out until a check passes again. Each worker checks on
 //! its own (no shared verdicts), so a backend sees one probe per worker per interval.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::addr::BackendAddr;
 use super::conn;
 use super::pool::Pool;
 use super::proxy_out;
@@ -26,8 +26,8 @@ pub async fn run(
     let timeout = pool.connect_timeout();
     let header = pool.proxy_protocol().map(proxy_out::local_header);
     while !retired.is_set() {
-        let addrs: Vec<SocketAddr> = pool.addrs().collect();
-        for (i, addr) in addrs.into_iter().enumerate() {
+        // The pool's own addresses, borrowed: `pool` (an Rc) outlives every probe.
+        for (i, addr) in pool.addrs().enumerate() {
             let header = header.as_deref().unwrap_or_default();
             let check = probe(addr, header, pool.tls_for(i), &path, &bufs);
             let result = monoio::time::timeout(timeout, check).await;
@@ -46,15 +46,17 @@ pub async fn run(
 
 /// One check: the status code the backend answered with.
 async fn probe(
-    addr: SocketAddr,
+    addr: &BackendAddr,
     header: &[u8],
     tls: Option<(&crate::tls::client::ClientTls, &str)>,
     path: &str,
     bufs: &BufPool,
 ) -> std::io::Result<u16> {
-    let host = match tls {
-        Some((_, name)) if !name.is_empty() => name.to_owned(),
-        _ => addr.to_string(),
+    let host = match (tls, addr) {
+        (Some((_, name)), _) if !name.is_empty() => name.to_owned(),
+        (_, BackendAddr::Tcp(a)) => a.to_string(),
+        // `unix:/path` is no host name; a local backend is asked as localhost.
+        (_, BackendAddr::Unix(_)) => "localhost".to_owned(),
     };
     let (mut rx, mut tx) = conn::open(addr, header, tls, bufs).await?.split();
     let req = format!(

@@ -5,10 +5,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::addr::BackendAddr;
 use super::conn::{self, BackendStream};
 use crate::net::bufpool::BufPool;
 use crate::proxyproto::Version as ProxyVersion;
@@ -51,7 +52,7 @@ pub struct HealthCheck {
 #[derive(Debug, Clone)]
 pub struct PoolSpec {
     pub name: String,
-    pub backends: Vec<SocketAddr>,
+    pub backends: Vec<BackendAddr>,
     pub balance: Balance,
     pub health: Option<HealthCheck>,
     /// Connect to the backends over TLS.
@@ -74,7 +75,7 @@ const FIRST_REST: Duration = Duration::from_secs(1);
 const MAX_REST: Duration = Duration::from_secs(30);
 
 struct Backend {
-    addr: SocketAddr,
+    addr: BackendAddr,
     /// Kept-alive connections (http mode), newest last.
     idle: RefCell<Vec<Idle>>,
     /// Connections open to it from this worker.
@@ -163,9 +164,11 @@ pub struct Lease<'a> {
     index: usize,
 }
 
-impl Lease<'_> {
-    pub fn addr(&self) -> SocketAddr {
-        self.pool.backends[self.index].addr
+impl<'a> Lease<'a> {
+    /// Borrowed from the pool, which outlives the lease: naming the backend in a log line or
+    /// an error costs no copy of a socket path.
+    pub fn addr(&self) -> &'a BackendAddr {
+        &self.pool.backends[self.index].addr
     }
 
     pub fn index(&self) -> usize {
@@ -210,8 +213,8 @@ impl Pool {
             backends: spec
                 .backends
                 .iter()
-                .map(|&addr| Backend {
-                    addr,
+                .map(|addr| Backend {
+                    addr: addr.clone(),
                     idle: RefCell::new(Vec::new()),
                     open: Cell::new(0),
                     failures: Cell::new(0),
@@ -256,8 +259,8 @@ impl Pool {
         self.connect_timeout
     }
 
-    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.backends.iter().map(|b| b.addr)
+    pub fn addrs(&self) -> impl Iterator<Item = &BackendAddr> + '_ {
+        self.backends.iter().map(|b| &b.addr)
     }
 
     fn usable(&self, i: usize, now: Instant) -> bool {
@@ -346,7 +349,7 @@ impl Pool {
         }
         let hello = header.map_or(&[][..], |h| &h[..]);
         for i in candidates {
-            let addr = self.backends[i].addr;
+            let addr = &self.backends[i].addr;
             let started = Instant::now();
             // Boxed: the handshake's state is not carried in every request's future.
             let open = Box::pin(conn::open(addr, hello, self.tls_for(i), bufs));
@@ -482,7 +485,7 @@ mod tests {
         let spec = PoolSpec {
             name: "p".into(),
             backends: (1..=n)
-                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                .map(|p| BackendAddr::Tcp(([127, 0, 0, 1], p).into()))
                 .collect(),
             balance,
             health: None,
@@ -594,7 +597,7 @@ mod tests {
         let other = Pool::new(
             &PoolSpec {
                 name: "p".into(),
-                backends: p.addrs().collect(),
+                backends: p.addrs().cloned().collect(),
                 balance: Balance::IpHash,
                 health: None,
                 tls: None,

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::backend::addr;
 use crate::backend::pool::BackendTls;
 use crate::proxyproto::Version;
 use crate::tls::client::{self, ClientTlsSettings, Verify};
@@ -22,7 +23,8 @@ pub struct TlsAsk<'a> {
     pub label: &'a dyn Fn(&str) -> String,
 }
 
-/// Builds a pool's backend TLS; `backends` as written (`HOST:PORT`), for their names. Pushes
+/// Builds a pool's backend TLS; `backends` as written (`HOST:PORT`, `unix:/path`), for their
+/// names. Pushes
 /// every file read onto `files` (the sandbox keeps them readable for reloads).
 pub fn tls_spec(
     ask: TlsAsk<'_>,
@@ -94,6 +96,13 @@ pub fn tls_spec(
         .iter()
         .map(|b| match &ask.sni {
             Some(name) => Ok(name.clone()),
+            // A socket path names no server: without a name there is nothing to check the
+            // backend's certificate against, and a certificate nobody checks is no protection.
+            None if addr::parse_unix(b).is_some() => Err(format!(
+                "backend {b}: TLS over a Unix socket needs the name the backend's certificate \
+                 is for; give {}",
+                l("sni")
+            )),
             None => {
                 let host = host_of(b);
                 client::check_name(host)

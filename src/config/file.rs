@@ -22,7 +22,7 @@
 //!
 //! [[pool]]
 //! name = "web"
-//! backends = ["10.0.0.1:8080", "10.0.0.2:8080"]
+//! backends = ["10.0.0.1:8080", "10.0.0.2:8080"]  # or "unix:/run/app.sock" (absolute path)
 //! balance = "least-conn"          # round-robin (default) | least-conn | ip-hash
 //! health_check = "/healthz"       # optional: GET it every health_interval (default 5s)
 //! tls = true                      # optional: connect over TLS, checked against the system's roots
@@ -46,7 +46,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{backend, listener_policy, parse_listen, resolve, ConfigError, Topology};
+use super::{backend, backend_addr, listener_policy, parse_listen, ConfigError, Topology};
 use crate::backend::pool::{BackendTls, Balance, HealthCheck, PoolSpec};
 use crate::route::{HostMatch, Route};
 use crate::tls::certs::{self, CertSpec, CertStore};
@@ -511,7 +511,7 @@ fn pools(
         let backends = p
             .backends
             .iter()
-            .map(|b| resolve("backend", b.get_ref()).or_else(|e| src.err(b.span().start, e.0)))
+            .map(|b| backend_addr("backend", b.get_ref()).or_else(|e| src.err(b.span().start, e.0)))
             .collect::<Result<Vec<_>, _>>()?;
         let balance = match &p.balance {
             None => Balance::RoundRobin,

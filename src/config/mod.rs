@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::addr::{self, BackendAddr};
 use crate::backend::pool::{HealthCheck, KeepAlive, PoolSpec};
 use crate::cli::{CertArg, ClientCertArgs, MaxConns, Mode, RunArgs, Toggle, Tuning};
 use crate::frontdoor::{acl, per_ip, Acl, FrontSettings, ListenerPolicy, PrefixSet};
@@ -178,7 +179,7 @@ impl Config {
         let backends = args
             .backend
             .iter()
-            .map(|b| resolve("--backend", b))
+            .map(|b| backend_addr("--backend", b))
             .collect::<Result<Vec<_>, _>>()?;
         let health = match &args.health_check {
             None => None,
@@ -625,6 +626,16 @@ pub fn parse_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         t => t.to_string(),
     };
     resolve(flag, &full).map_err(|e| ConfigError(e.0.replace(&full, text)))
+}
+
+/// A backend as written for `flag`: `unix:/absolute/path` (a Unix socket), else `HOST:PORT`
+/// resolved as [`resolve`] does.
+pub fn backend_addr(flag: &str, text: &str) -> Result<BackendAddr, ConfigError> {
+    match addr::parse_unix(text) {
+        Some(Ok(path)) => Ok(BackendAddr::Unix(path)),
+        Some(Err(why)) => Err(ConfigError(format!("{flag} {text}: {why}"))),
+        None => resolve(flag, text).map(BackendAddr::Tcp),
+    }
 }
 
 /// Resolves `HOST:PORT` once, at start-up (the first address wins).

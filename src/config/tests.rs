@@ -32,6 +32,26 @@ fn backend_must_have_a_port() {
 }
 
 #[test]
+fn backend_addresses_tcp_or_unix() {
+    assert_eq!(
+        backend_addr("--backend", "127.0.0.1:8080"),
+        Ok(BackendAddr::Tcp("127.0.0.1:8080".parse().unwrap()))
+    );
+    assert_eq!(
+        backend_addr("--backend", "unix:/run/app.sock"),
+        Ok(BackendAddr::Unix("/run/app.sock".into()))
+    );
+    for bad in ["unix:app.sock", "unix:", "unix:../app.sock"] {
+        let e = backend_addr("--backend", bad).unwrap_err().0;
+        assert!(e.starts_with(&format!("--backend {bad}: ")), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+    // A TCP backend is still checked as HOST:PORT.
+    let e = backend_addr("backend", "unix").unwrap_err().0;
+    assert!(e.contains("HOST:PORT"), "{e}");
+}
+
+#[test]
 fn required_flags_are_named() {
     let cli = parse(&["--backend", "127.0.0.1:1", "--pem", "x.pem"]).unwrap();
     assert!(Config::from_args(&cli.run)

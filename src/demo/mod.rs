@@ -36,7 +36,7 @@ pub fn run(args: &DemoArgs) -> Result<(), RunError> {
         certs: certs::CertStore::single(key),
         pools: vec![PoolSpec {
             name: "demo".into(),
-            backends: vec![backend],
+            backends: vec![crate::backend::addr::BackendAddr::Tcp(backend)],
             balance: Balance::RoundRobin,
             health: None,
             tls: None,

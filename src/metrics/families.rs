@@ -367,14 +367,14 @@ fn backend_families(workers: &[(Labels, &WorkerStats)]) -> Vec<Family> {
             workers,
             "tern_backend_connect_failures",
             Kind::Counter,
-            "Backend TCP connects that failed or timed out (each backend tried counts).",
+            "Backend connects (TCP or Unix socket) that failed or timed out (each backend tried counts).",
             |w| Value::Count(w.backend_connect_failures.get()),
         ),
         per_worker(
             workers,
             "tern_backend_connect_duration_seconds",
             Kind::Histogram,
-            "Time to establish each successful backend TCP connection.",
+            "Time to establish each successful backend connection (TCP or Unix socket).",
             |w| histogram(w.connect_time.snapshot()),
         ),
     ]

@@ -13,22 +13,24 @@ use std::rc::Rc;
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent};
-use monoio::net::TcpStream;
 use monoio::BufResult;
 
-pub struct Half(Rc<UnsafeCell<TcpStream>>);
+use super::stream::Stream;
 
-pub fn split(stream: TcpStream) -> (Half, Half) {
-    let shared = Rc::new(UnsafeCell::new(stream));
+pub struct Half(Rc<UnsafeCell<Stream>>);
+
+/// The halves of a client's TCP socket or a backend's TCP or Unix one.
+pub fn split(stream: impl Into<Stream>) -> (Half, Half) {
+    let shared = Rc::new(UnsafeCell::new(stream.into()));
     (Half(shared.clone()), Half(shared))
 }
 
 impl Half {
-    fn stream(&mut self) -> &mut TcpStream {
-        // SAFETY: one half only reads and the other only writes. monoio's TcpStream read and
-        // write each just clone the descriptor into an independent kernel operation (this is
-        // the contract behind its `Split` marker, which TcpStream implements), so the two
-        // `&mut` never touch the same state; and a worker is single-threaded.
+    fn stream(&mut self) -> &mut Stream {
+        // SAFETY: one half only reads and the other only writes. monoio's TcpStream and
+        // UnixStream read and write each just clone the descriptor into an independent kernel
+        // operation (the contract behind their `Split` marker, which both implement), so the
+        // two `&mut` never touch the same state; and a worker is single-threaded.
         unsafe { &mut *self.0.get() }
     }
 
@@ -75,7 +77,8 @@ impl Half {
     }
 
     /// Arms SO_LINGER with a zero timeout so that closing sends RST instead of FIN: how a
-    /// reset on one side is carried through to the other.
+    /// reset on one side is carried through to the other. A Unix socket (a `unix:` backend)
+    /// takes the option and has no reset to send: it just closes.
     pub fn reset_on_close(&self) {
         let linger = libc::linger {
             l_onoff: 1,
@@ -105,7 +108,7 @@ impl Half {
     }
 
     /// The socket back from its last handle (`None` while another handle exists).
-    pub fn into_stream(self) -> Option<TcpStream> {
+    pub fn into_stream(self) -> Option<Stream> {
         Rc::try_unwrap(self.0).ok().map(UnsafeCell::into_inner)
     }
 }

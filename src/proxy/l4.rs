@@ -12,6 +12,7 @@ use super::accesslog::ConnEntry;
 use super::handshake::{self, Carry, HandshakeError};
 use super::pump::{self, Tunnel};
 use super::{Ctx, ProxyCtx};
+use crate::backend::addr::BackendAddr;
 use crate::backend::pool::{Lease, Pool};
 use crate::backend::proxy_out;
 use crate::stats::{FailReason, TlsVersion};
@@ -82,7 +83,7 @@ fn conn_log(
     ctx: &ProxyCtx,
     peer: SocketAddr,
     info: Option<&SessionInfo>,
-    backend: Option<SocketAddr>,
+    backend: Option<&BackendAddr>,
     (up, down): pump::Moved,
     accepted: Instant,
     end: &str,

@@ -42,7 +42,7 @@ impl Bounds {
         2500 * MS,
         5000 * MS,
     ]);
-    /// Backend TCP connects: 0.1 ms to 5 s (a backend on the same host answers in microseconds).
+    /// Backend connects (TCP or Unix socket): 0.1 ms to 5 s (a backend on the same host answers in microseconds).
     pub const CONNECT: Bounds = Bounds(&[
         MS / 10,
         MS / 4,

@@ -84,7 +84,7 @@ pub struct WorkerStats {
     pub uring_restricted: Counter,
     /// Handshakes by TLS version, outcome and resumption, and how long the completed ones took.
     pub handshakes: Handshakes,
-    /// Time to establish each successful backend TCP connection.
+    /// Time to establish each successful backend connection (TCP or Unix socket).
     pub connect_time: Histogram,
     /// http mode: every request head read on this worker, and every final response, whether
     /// a backend or tern itself (400, 404, 408, 421, 431...) answered it.
@@ -133,7 +133,7 @@ impl WorkerStats {
             .inc();
     }
 
-    /// A backend TCP connect succeeded after `took`.
+    /// A backend connect (TCP or Unix socket) succeeded after `took`.
     #[inline]
     pub fn backend_connected(&self, took: Duration) {
         self.connect_time.observe(took);

@@ -162,7 +162,7 @@ impl ClientTls {
             }
             Verify::Insecure => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Insecure(provider))),
+                .with_custom_certificate_verifier(Arc::new(SignatureOnly(provider))),
         };
         let mut cfg = match &settings.client_cert {
             Some(key) => {
@@ -346,11 +346,12 @@ impl ResolvesClientCert for OneCert {
 }
 
 /// `--backend-insecure`: any certificate for any name. The handshake signature is still
-/// checked with the provider, so the peer at least holds the key of what it showed.
+/// checked with the provider, so the peer at least holds the key of what it showed. (The TLS
+/// warm-up's client uses it too: it checks that each certificate's key signs.)
 #[derive(Debug)]
-struct Insecure(Arc<CryptoProvider>);
+pub(crate) struct SignatureOnly(pub(crate) Arc<CryptoProvider>);
 
-impl ServerCertVerifier for Insecure {
+impl ServerCertVerifier for SignatureOnly {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,

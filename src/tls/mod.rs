@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod client_auth;
 pub mod hello;
+pub mod hkdf;
 pub mod identity;
 pub mod policy;
 mod posthandshake;
@@ -37,9 +38,10 @@ pub use session::{
 };
 
 /// The one crypto provider tern uses (aws-lc-rs), with its default, safe choice of suites and
-/// groups (X25519MLKEM768 first, then X25519, P-256, P-384).
+/// groups (X25519MLKEM768 first, then X25519, P-256, P-384), and its TLS 1.3 key schedule
+/// through [`hkdf::KeyedHkdf`].
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(hkdf::provider())
 }
 
 /// Everything a worker needs to build its server config; immutable and shared by `Arc`.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use rustls::crypto::aws_lc_rs::{self, kx_group};
+use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 
@@ -19,7 +19,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            provider: Arc::new(aws_lc_rs::default_provider()),
+            provider: Arc::new(super::hkdf::provider()),
             versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
         }
     }
@@ -51,7 +51,7 @@ impl Policy {
     /// `min`: "1.2" or "1.3". `ciphers`, `groups`: names in order of preference; empty keeps
     /// the defaults. Errors are one line naming the flag.
     pub fn new(min: &str, ciphers: &[String], groups: &[String]) -> Result<Policy, String> {
-        let mut provider = aws_lc_rs::default_provider();
+        let mut provider = super::hkdf::provider();
         let tls12 = match min {
             "1.2" => true,
             "1.3" => false,

@@ -237,13 +237,16 @@ impl Sealer {
         let body = &mut rest[..body_len];
         let (sealed, aad) = match self.how {
             Construction::Tls13 => {
-                body[..p].copy_from_slice(payload);
+                copy_in_pieces(&mut body[..p], payload);
                 body[p] = typ;
                 (0..p + 1, AadBytes::Tls13(header))
             }
             Construction::Tls12Gcm => {
                 body[..EXPLICIT_NONCE_LEN].copy_from_slice(&nonce[4..]);
-                body[EXPLICIT_NONCE_LEN..EXPLICIT_NONCE_LEN + p].copy_from_slice(payload);
+                copy_in_pieces(
+                    &mut body[EXPLICIT_NONCE_LEN..EXPLICIT_NONCE_LEN + p],
+                    payload,
+                );
                 let aad = tls12_aad(seq, typ, [3, 3], p);
                 (
                     EXPLICIT_NONCE_LEN..EXPLICIT_NONCE_LEN + p,
@@ -251,7 +254,7 @@ impl Sealer {
                 )
             }
             Construction::Tls12Chacha => {
-                body[..p].copy_from_slice(payload);
+                copy_in_pieces(&mut body[..p], payload);
                 (0..p, AadBytes::Tls12(tls12_aad(seq, typ, [3, 3], p)))
             }
         };
@@ -295,6 +298,23 @@ impl Sealer {
             return Err(RecordError::NoRoom);
         }
         Ok((taken, written))
+    }
+}
+
+/// Copies `src` into `dst` (of the same length) in pieces of 2 KiB, below glibc's threshold
+/// for `rep movsb` (2,112 bytes by default on x86-64).
+///
+/// Why not one `copy_from_slice`: a record's payload is copied into the output buffer and then
+/// sealed in place, so AES-GCM reads the copy at once. On AMD Zen 3 a 16 KiB memcpy goes
+/// through `rep movsb`, and the seal that follows it ran at half speed or worse (2026-12-02,
+/// EPYC 7xx3 guest: seal alone 9.9 µs per 16 KiB record, after one 16 KiB memcpy 23.4 µs,
+/// after 2 KiB pieces 10.8 µs), as if the copied lines were not in the core's cache; glibc's
+/// vector loop for smaller copies leaves them there. On CPUs without the effect the pieces cost
+/// the same as one copy.
+fn copy_in_pieces(dst: &mut [u8], src: &[u8]) {
+    const PIECE: usize = 2048;
+    for (d, s) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
+        d.copy_from_slice(s);
     }
 }
 

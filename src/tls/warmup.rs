@@ -21,13 +21,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, SignatureAlgorithm, SignatureScheme,
-};
+use rustls::{ClientConfig, ClientConnection, SignatureAlgorithm, SignatureScheme};
 use tracing::debug;
 
 use super::session::{RxEvent, Step, TlsError};
@@ -169,7 +165,7 @@ impl Kind {
 /// certificate, so a key that signs wrongly fails here rather than in every client.
 fn client_config() -> Arc<ClientConfig> {
     let p = provider();
-    let verifier = Arc::new(SignatureOnly(p.clone()));
+    let verifier = Arc::new(super::client::SignatureOnly(p.clone()));
     let mut cfg = ClientConfig::builder_with_provider(p)
         .with_safe_default_protocol_versions()
         .expect("the default provider supports the default protocol versions")
@@ -180,54 +176,6 @@ fn client_config() -> Arc<ClientConfig> {
     // would otherwise resume the next one, which then signs nothing.
     cfg.resumption = rustls::client::Resumption::disabled();
     Arc::new(cfg)
-}
-
-#[derive(Debug)]
-struct SignatureOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SignatureOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// More flights than any TLS 1.2 or 1.3 handshake has: a stuck handshake is an error, not a

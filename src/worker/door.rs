@@ -166,6 +166,17 @@ pub(super) struct Acceptor {
 }
 
 impl Acceptor {
+    /// A `--max-conns` slot, or `None` (counted and logged) when the worker is at its limit;
+    /// the caller then drops the stream, which closes it.
+    fn enter_gate(&self, ctx: &proxy::Ctx, peer: SocketAddr) -> Option<Slot> {
+        let slot = self.gate.enter();
+        if slot.is_none() {
+            ctx.stats.refused_at_limit.inc();
+            debug!(worker = self.id, %peer, "at the connection limit: closing");
+        }
+        slot
+    }
+
     /// Takes an accepted connection through the checks, in their order, and starts its task.
     pub fn take(&self, stream: TcpStream, peer: SocketAddr) {
         let id = self.id;
@@ -181,9 +192,7 @@ impl Acceptor {
                     return;
                 }
             }
-            let Some(slot) = self.gate.enter() else {
-                ctx.stats.refused_at_limit.inc();
-                debug!(worker = id, %peer, "at the connection limit: closing");
+            let Some(slot) = self.enter_gate(&ctx, peer) else {
                 return;
             };
             serve_proxied(
@@ -202,9 +211,7 @@ impl Acceptor {
             frontdoor::reset_on_close(&stream);
             return;
         };
-        let Some(slot) = self.gate.enter() else {
-            ctx.stats.refused_at_limit.inc();
-            debug!(worker = id, %peer, "at the connection limit: closing");
+        let Some(slot) = self.enter_gate(&ctx, peer) else {
             return;
         };
         let local = local_addr(&stream, self.listening);

@@ -233,6 +233,7 @@ pub fn push_timestamp(out: &mut String, now: SystemTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::addr::BackendAddr;
 
     #[test]
     fn lines_are_formatted_and_escaped() {
@@ -248,7 +249,7 @@ mod tests {
                 path: "/a b\"\n",
                 status: 200,
                 bytes_out: 5120,
-                backend: Some("10.0.0.1:8080".parse().unwrap()),
+                backend: Some(&BackendAddr::Tcp("10.0.0.1:8080".parse().unwrap())),
                 backend_time: Some(Duration::from_micros(950)),
                 duration: Duration::from_micros(1520),
             },
@@ -298,6 +299,7 @@ mod tests {
     #[test]
     fn connection_lines_in_text_and_json() {
         let now = UNIX_EPOCH + Duration::from_millis(1_795_496_400_123);
+        let backend = BackendAddr::Unix("/run/app.sock".into());
         let e = ConnEntry {
             client: "[2001:db8::7]:51234".parse().unwrap(),
             sni: Some("example.com"),
@@ -305,7 +307,7 @@ mod tests {
             version: "TLSv1.3",
             cipher: "TLS13_AES_128_GCM_SHA256",
             resumed: true,
-            backend: Some("10.0.0.1:8080".parse().unwrap()),
+            backend: Some(&backend),
             bytes_to_backend: 310,
             bytes_to_client: 5120,
             duration: Duration::from_micros(1520),
@@ -316,7 +318,7 @@ mod tests {
         assert_eq!(
             out,
             "2026-11-24T05:00:00.123Z [2001:db8::7]:51234 sni=example.com alpn=h2 TLSv1.3 \
-             TLS13_AES_128_GCM_SHA256 resumed=yes backend=10.0.0.1:8080 up=310 down=5120 1.52ms \
+             TLS13_AES_128_GCM_SHA256 resumed=yes backend=unix:/run/app.sock up=310 down=5120 1.52ms \
              \"client\\x20side\\x20failed\\x20(i/o:\\x20\\x22reset\\x22)\"\n"
         );
         out.clear();
@@ -326,7 +328,7 @@ mod tests {
             "{\"time\":\"2026-11-24T05:00:00.123Z\",\"client\":\"[2001:db8::7]:51234\",\
              \"sni\":\"example.com\",\"alpn\":\"h2\",\"tls\":\"TLSv1.3\",\
              \"cipher\":\"TLS13_AES_128_GCM_SHA256\",\"resumed\":true,\
-             \"backend\":\"10.0.0.1:8080\",\"bytes_to_backend\":310,\"bytes_to_client\":5120,\
+             \"backend\":\"unix:/run/app.sock\",\"bytes_to_backend\":310,\"bytes_to_client\":5120,\
              \"duration_ms\":1.520,\"end\":\"client side failed (i/o: \\\"reset\\\")\"}\n"
         );
         // A failed handshake: nothing negotiated.

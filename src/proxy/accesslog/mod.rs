@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
+use crate::backend::addr::BackendAddr;
 use crate::http::Method;
 pub use format::LogFormat;
 
@@ -33,7 +34,7 @@ pub struct Entry<'a> {
     /// 0 when the exchange was cut before a status was sent.
     pub status: u16,
     pub bytes_out: u64,
-    pub backend: Option<SocketAddr>,
+    pub backend: Option<&'a BackendAddr>,
     /// From the request's head to the backend's response head.
     pub backend_time: Option<Duration>,
     pub duration: Duration,
@@ -48,7 +49,7 @@ pub struct ConnEntry<'a> {
     pub version: &'a str,
     pub cipher: &'a str,
     pub resumed: bool,
-    pub backend: Option<SocketAddr>,
+    pub backend: Option<&'a BackendAddr>,
     pub bytes_to_backend: u64,
     pub bytes_to_client: u64,
     pub duration: Duration,

@@ -19,6 +19,7 @@ use super::pump::{self, Tunnel};
 use super::split::{split, Half};
 use super::tlsio::{ClientError, ClientOut, Sending, TlsReader};
 use super::Ctx;
+use crate::backend::addr::BackendAddr;
 use crate::backend::conn::{BackendRx, BackendStream, BackendTx};
 use crate::backend::pool::{ConnectError, Pool};
 use crate::backend::proxy_out;
@@ -175,7 +176,7 @@ enum HeadRead {
     Failed(ClientError),
 }
 
-impl Http<'_> {
+impl<'a> Http<'a> {
     /// Serves requests until the connection ends; returns the backend of an upgrade.
     async fn requests(
         &self,
@@ -440,7 +441,7 @@ impl Http<'_> {
         reuse: bool,
     ) -> (
         Exchange,
-        Option<(SocketAddr, usize, (BackendRx, BackendTx))>,
+        Option<(&'a BackendAddr, usize, (BackendRx, BackendTx))>,
     ) {
         let ctx = self.ctx;
         let p: &Pool = &ctx.pools[pool];
@@ -562,7 +563,7 @@ impl Http<'_> {
         pool: Option<usize>,
         status: u16,
         bytes_out: u64,
-        backend: Option<SocketAddr>,
+        backend: Option<&BackendAddr>,
         started: Instant,
     ) {
         self.ctx.stats.http.responses.record(status);

@@ -2,7 +2,6 @@
 //! the backend's response (interim 1xx heads and the final one) cleaned and streamed back.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use futures_util::future::{select, Either};
 use monoio::buf::IoBufMut;
 
 use super::{refused, Exchange, Http, Request};
+use crate::backend::addr::BackendAddr;
 use crate::backend::conn::{BackendRx, BackendTx};
 use crate::http::{self, forward, BodyScanner, Framing, Method, ResponseHead};
 use crate::proxy::bufpool::PoolBuf;
@@ -60,7 +60,7 @@ impl Http<'_> {
         req: &Request,
         backend: &mut BackendRx,
         may_retry: bool,
-        addr: SocketAddr,
+        addr: &BackendAddr,
         started: &Cell<bool>,
         body_done: &Cell<Option<Instant>>,
     ) -> Exchange {

@@ -1,4 +1,4 @@
-use std::{cell::RefCell, collections::HashSet, rc::Rc};
+use std::{cell::RefCell, rc::Rc};
 
 use crate::driver::op::OpCanceller;
 
@@ -24,7 +24,11 @@ pub(crate) struct AssociateGuard {
 #[derive(Default)]
 struct Shared {
     canceled: bool,
-    slot_ref: HashSet<OpCanceller>,
+    // TERN PATCH (see TERN-PATCH.md): a Vec, not a `HashSet`. Every cancelable read inserts
+    // here and removes on completion; a canceller holds one or two operations at a time, so
+    // a linear scan costs less than hashing (std's SipHash) twice per read.
+    slot_ref: Vec<OpCanceller>,
+    // END TERN PATCH
 }
 
 impl Canceller {
@@ -36,7 +40,7 @@ impl Canceller {
 
     /// Cancel all related operations.
     pub fn cancel(self) -> Self {
-        let mut slot = HashSet::new();
+        let mut slot = Vec::new();
         {
             let mut shared = self.shared.borrow_mut();
             shared.canceled = true;
@@ -72,7 +76,11 @@ impl CancelHandle {
     pub(crate) fn associate_op(self, op_canceller: OpCanceller) -> AssociateGuard {
         {
             let mut shared = self.shared.borrow_mut();
-            shared.slot_ref.insert(op_canceller.clone());
+            // TERN PATCH: set semantics kept (an operation is listed once).
+            if !shared.slot_ref.contains(&op_canceller) {
+                shared.slot_ref.push(op_canceller.clone());
+            }
+            // END TERN PATCH
         }
         AssociateGuard {
             op_canceller,
@@ -84,7 +92,11 @@ impl CancelHandle {
 impl Drop for AssociateGuard {
     fn drop(&mut self) {
         let mut shared = self.shared.borrow_mut();
-        shared.slot_ref.remove(&self.op_canceller);
+        // TERN PATCH: order does not matter, so swap_remove.
+        if let Some(at) = shared.slot_ref.iter().position(|o| *o == self.op_canceller) {
+            shared.slot_ref.swap_remove(at);
+        }
+        // END TERN PATCH
     }
 }
 
