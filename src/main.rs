@@ -53,9 +53,7 @@ fn main() -> ExitCode {
             let args = &cli.run;
             Config::from_args(args)
                 .map_err(|e| RunError::Config(e.0))
-                .and_then(|mut cfg| {
-                    // Not part of `Config` (src/config/) yet: a worker start-up choice only.
-                    cfg.settings.uring_recv = args.tuning.uring_recv;
+                .and_then(|cfg| {
                     control::run(
                         cfg,
                         &mut |current| Config::reload(args, current).map_err(|e| e.0),

@@ -333,6 +333,7 @@ impl Config {
                     },
                     cert_headers: t.forward_client_cert,
                 },
+                uring_recv: t.uring_recv,
                 ..Settings::default()
             },
             drain_timeout: t.drain_timeout,
