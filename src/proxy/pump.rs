@@ -511,20 +511,13 @@ impl Pump<'_> {
             c.start = opened.end;
             closed = opened.closed;
         }
-        if self.out.control.borrow().reply_due() {
-            self.out.send_replies().await.map_err(client_side)?;
-        }
+        self.send_due_replies().await?;
         if plain_end > 0 {
             // Invariant: plain_end > 0 only after records were opened from `buf`.
             let b = c.buf.take().expect("plaintext came from this buffer");
-            let (res, slice) = c
-                .to_backend
-                .write_all(b.slice(..plain_end), self.pool)
-                .await;
-            c.buf = Some(slice.into_inner());
-            res.map_err(backend_io)?;
-            self.moved(FROM_CLIENT, plain_end as u64);
-            self.touch();
+            let (res, b) = self.plain_to_backend(c, b, plain_end).await;
+            c.buf = Some(b);
+            res?;
         }
         if closed {
             let _ = c.to_backend.shutdown(self.pool).await;
@@ -546,6 +539,34 @@ impl Pump<'_> {
         };
         c.start = 0;
         Ok(false)
+    }
+
+    /// The records the client's last ones asked for (renegotiation refused, a key update).
+    async fn send_due_replies(&self) -> Result<(), Side> {
+        if self.out.control.borrow().reply_due() {
+            self.out.send_replies().await.map_err(client_side)?;
+        }
+        Ok(())
+    }
+
+    /// The plaintext of opened client records, gathered at the front of `buf`
+    /// (`..plain_end`, see [`open_records`]), to the backend. The buffer comes back whatever
+    /// happened.
+    async fn plain_to_backend<T: IoBuf + 'static>(
+        &self,
+        c: &mut ClientSide,
+        buf: T,
+        plain_end: usize,
+    ) -> (Result<(), Side>, T) {
+        let (res, slice) = c
+            .to_backend
+            .write_all(buf.slice(..plain_end), self.pool)
+            .await;
+        if res.is_ok() {
+            self.moved(FROM_CLIENT, plain_end as u64);
+            self.touch();
+        }
+        (res.map(|_| ()).map_err(backend_io), slice.into_inner())
     }
 
     /// One read from the client into the pooled buffer: after the partial record it holds,
@@ -611,20 +632,29 @@ impl Pump<'_> {
                 .read_pooled(b.half.half_mut(), FROM_BACKEND, limit)
                 .await
                 .map_err(backend_io)?;
-            let n = input.len();
-            if n == 0 {
-                self.pool.put(input);
-                self.out.close().await.map_err(client_side)?;
-                self.done[FROM_BACKEND].set(true);
+            let ended = self.plain_to_client(input.filled()).await;
+            self.pool.put(input);
+            if ended? {
                 return Ok(());
             }
-            self.touch();
-            let result = self.out.send(input.filled()).await;
-            self.pool.put(input);
-            result.map_err(client_side)?;
-            self.touch();
-            self.moved(FROM_BACKEND, n as u64);
         }
+    }
+
+    /// One read of a plain backend's bytes, sealed to the client; no bytes is the backend's
+    /// FIN, carried through as close_notify. `true`: that end. The caller gives the read's
+    /// buffer back whatever happened.
+    async fn plain_to_client(&self, bytes: &[u8]) -> Result<bool, Side> {
+        let n = bytes.len();
+        if n == 0 {
+            self.out.close().await.map_err(client_side)?;
+            self.done[FROM_BACKEND].set(true);
+            return Ok(true);
+        }
+        self.touch();
+        self.out.send(bytes).await.map_err(client_side)?;
+        self.touch();
+        self.moved(FROM_BACKEND, n as u64);
+        Ok(false)
     }
 
     /// Backend records in (a TLS backend), records out to the client: each read's records

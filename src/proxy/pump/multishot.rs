@@ -19,13 +19,12 @@
 
 use std::io;
 
-use monoio::buf::IoBuf;
 use monoio::buf_ring::{MultishotRecv, RingBuf};
 use tracing::debug;
 
 use super::{
-    backend_io, client_io, client_side, open_records, BackendSide, ClientSide, Pump, Side,
-    FROM_BACKEND, FROM_CLIENT,
+    backend_io, client_io, open_records, BackendSide, ClientSide, Pump, Side, FROM_BACKEND,
+    FROM_CLIENT,
 };
 use crate::net::ringrecv;
 use crate::net::split::Half;
@@ -172,18 +171,10 @@ impl Pump<'_> {
             debug_assert!(c.buf.is_none() && c.start == 0);
             c.buf = Some(b);
         }
-        if self.out.control.borrow().reply_due() {
-            self.out.send_replies().await.map_err(client_side)?;
-        }
+        self.send_due_replies().await?;
         if opened.plain_end > 0 {
-            let (res, slice) = c
-                .to_backend
-                .write_all(rb.slice(..opened.plain_end), self.pool)
-                .await;
-            drop(slice);
-            res.map_err(backend_io)?;
-            self.moved(FROM_CLIENT, opened.plain_end as u64);
-            self.touch();
+            let (res, _rb) = self.plain_to_backend(c, rb, opened.plain_end).await;
+            res?;
         }
         if opened.closed {
             let _ = c.to_backend.shutdown(self.pool).await;
@@ -222,19 +213,11 @@ impl Pump<'_> {
                     Err(e) => return Err(backend_io(e)),
                 }
             };
-            let n = got.bytes().len();
-            if n == 0 {
-                got.give_back(self);
-                self.out.close().await.map_err(client_side)?;
-                self.done[FROM_BACKEND].set(true);
+            let ended = self.plain_to_client(got.bytes()).await;
+            got.give_back(self);
+            if ended? {
                 return Ok(());
             }
-            self.touch();
-            let result = self.out.send(got.bytes()).await;
-            got.give_back(self);
-            result.map_err(client_side)?;
-            self.touch();
-            self.moved(FROM_BACKEND, n as u64);
         }
     }
 }
