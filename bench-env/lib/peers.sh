@@ -15,7 +15,9 @@
 
 ALL_PEERS="tern nginx-stream haproxy-tcp hitch tern-http nginx-http haproxy-http nginx-stream-plain haproxy-tcp-plain bare-crypto"
 # The reference rows: forwarding plain HTTP without TLS, and only where that means something.
-PLAIN_WORKLOADS="keepalive bulk-down bulk-up"
+# hs-ecdsa's plain row is a new TCP connection per request (accept, backend connect, one
+# request, both closes): what a full handshake costs a terminator besides the TLS itself.
+PLAIN_WORKLOADS="hs-ecdsa keepalive bulk-down bulk-up"
 # Seconds a freshly started terminator gets for its first successful request.
 PROBE_SECS=${TERN_BENCH_PROBE_SECS:-10}
 

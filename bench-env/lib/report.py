@@ -142,15 +142,27 @@ def best(by, wl, peers, pkey):
     return p, v
 
 
+# The plaintext load that stands for a workload's non-TLS work: a full or resumed handshake
+# with one request is, without TLS, a new connection with one request whatever the key.
+PLAIN_WL = {"hs-rsa": "hs-ecdsa", "resume": "hs-ecdsa"}
+
+
+def bound(plain, crypto):
+    """The most a terminator can do per CPU-second if it costs exactly the best plaintext
+    forwarder's work plus TLS alone: the costs per unit (CPU-seconds) add."""
+    return 1 / (1 / plain + 1 / crypto) if plain and crypto else None
+
+
 def limits_table(rows):
-    """Per workload: tern beside the best TLS peer of its mode, the best plaintext forwarder and
-    TLS alone (bare crypto), as ratios of work per CPU-second."""
+    """Per workload: tern beside the best TLS peer of its mode, the best plaintext forwarder,
+    TLS alone (bare crypto), and the two together (the bound), as ratios of work per CPU-second."""
     by = {(r["workload"], r["peer"]): r for r in rows if "peer" in r}
     out = []
     for wl in LIMIT_WL:
         _, _, _, pkey, punit = WORKLOADS[wl]
-        plain_p, plain_v = best(by, wl, PLAIN_PEERS, pkey)
+        plain_p, plain_v = best(by, PLAIN_WL.get(wl, wl), PLAIN_PEERS, pkey)
         crypto = by.get((wl, "bare-crypto"), {}).get(pkey)
+        both = bound(plain_v, crypto)
         for tern in ("tern", "tern-unix", "tern-http", "tern-http-unix"):
             t = by.get((wl, tern), {}).get(pkey)
             if not t:
@@ -160,12 +172,13 @@ def limits_table(rows):
             def ratio(v, t=t):
                 return fmt(t / v, 2) if v else "-"
             if not out:
-                out += ["| workload | unit | tern | per CPU-s | best TLS peer | tern ÷ best TLS peer | plaintext floor | tern ÷ plaintext floor | bare crypto | tern ÷ bare crypto |",
-                        "|---|---|---|---|---|---|---|---|---|---|"]
+                out += ["| workload | unit | tern | per CPU-s | best TLS peer | tern ÷ best TLS peer | plaintext floor | tern ÷ plaintext floor | bare crypto | tern ÷ bare crypto | plaintext + crypto bound | tern ÷ bound |",
+                        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
             out.append(f"| {wl} | {punit} | {tern} | {fmt(t)} | "
                        f"{f'{peer_p} {fmt(peer_v)}' if peer_p else '-'} | {ratio(peer_v)} | "
                        f"{f'{plain_p} {fmt(plain_v)}' if plain_p else '-'} | {ratio(plain_v)} | "
-                       f"{fmt(crypto) if crypto else '-'} | {ratio(crypto)} |")
+                       f"{fmt(crypto) if crypto else '-'} | {ratio(crypto)} | "
+                       f"{fmt(both) if both else '-'} | {ratio(both)} |")
     return out
 
 
@@ -369,7 +382,10 @@ def main():
                "plaintext floor: the best forwarder of the same load without TLS (nginx stream, HAProxy mode tcp "
                "with splice-auto), the most work a CPU-second buys here with no TLS at all. bare crypto: TLS alone, "
                "in memory (criterion, benches/tls.rs, in CPU time): the server's handshake, or sealing (bulk-down) and "
-               "opening (bulk-up) 16 KiB AES-128-GCM records, with no socket, kernel or proxy around it.", ""] + lt
+               "opening (bulk-up) 16 KiB AES-128-GCM records, with no socket, kernel or proxy around it. "
+               "plaintext + crypto bound: 1 ÷ (1 ÷ plaintext floor + 1 ÷ bare crypto), what a terminator that cost "
+               "exactly the best plaintext forwarder plus TLS alone would do (for hs-rsa and resume the plaintext "
+               "floor is hs-ecdsa's: a new connection with one request).", ""] + lt
     st = scaling_table(measured)
     skipped_scale = [r for r in skipped if r.get("for") == "scaling"]
     if st or skipped_scale:
