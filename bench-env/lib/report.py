@@ -190,8 +190,8 @@ def rows_rate(rows):
 
 
 def detail_table(rows):
-    out = ["| workload | terminator | mode | rate | unit | per CPU-s | unit | terminator CPU | client CPU | p50 us | p99 us | p99.9 us | notes |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| workload | terminator | mode | rate | unit | per CPU-s | unit | terminator CPU | of it kernel | client CPU | p50 us | p99 us | p99.9 us | notes |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         wl = r.get("workload")
         if wl not in WORKLOADS:
@@ -200,7 +200,9 @@ def detail_table(rows):
         lat = r.get("lat_us") or {}
         out.append("| " + " | ".join([
             wl, r["peer"], MODE_OF.get(r["peer"], ""), fmt(r.get(rkey)), runit, fmt(r.get(pkey), 1 if wl == "idle-mem" else 0), punit,
-            fmt(r.get("server_busy"), 2), fmt(r.get("client_busy"), 2),
+            fmt(r.get("server_busy"), 2),
+            f"{r['server_sys_share'] * 100:.0f} %" if r.get("server_sys_share") is not None else "-",
+            fmt(r.get("client_busy"), 2),
             fmt(lat.get("p50")), fmt(lat.get("p99")), fmt(lat.get("p999")), notes(r)]) + " |")
     return out
 
@@ -337,7 +339,7 @@ def gnuplot_bars_split(path, title, ylabel, labels, vals, kinds):
 
 CSV_FIELDS = ["workload", "peer", "tool", "workers", "secs", "requests", "handshakes", "resumed", "tickets",
               "errors", "bad_status", "rps", "hps", "mib", "rps_per_cpu_s", "hps_per_cpu_s", "mib_per_cpu_s",
-              "server_cpu_s", "server_busy", "client_cpu_s", "client_busy", "backend_cpu_s", "irq_cpu_s",
+              "server_cpu_s", "server_busy", "server_sys_share", "client_cpu_s", "client_busy", "backend_cpu_s", "irq_cpu_s",
               "other_cpu_s", "other_busy", "lat_p50_us", "lat_p99_us", "lat_p999_us", "lat_max_us",
               "rate_target", "conns_inflight", "conns", "rss_before_kb", "rss_after_kb", "bytes_per_conn",
               "kib_per_conn", "efficiency", "layout", "tern_cpus", "client_cpus", "plain", "backend",
@@ -393,7 +395,8 @@ def main():
         md += [f"- {r.get('workers')} workers not run: {r.get('reason')}" for r in skipped_scale]
     md += ["", "## All measurements", "",
            "rate = what the load generator got (on a small machine often the limit of the client's core); "
-           "terminator CPU = CPU-seconds the terminator used per second (1.00 = one core busy); "
+           "terminator CPU = CPU-seconds the terminator used per second (1.00 = one core busy); of it kernel = "
+           "the share of that CPU time spent in the kernel (stime ÷ utime + stime; on loopback mostly TCP); "
            "rows marked NOISY had other processes using the machine.", ""]
     md += detail_table(measured)
     others = [r for r in skipped if r.get("for") != "scaling"]

@@ -388,6 +388,14 @@ pub fn run(a: RunArgs) -> Result<bool, String> {
         (Some(a), Some(b)) => Some((b.cpu_ticks.saturating_sub(a.cpu_ticks)) as f64 / tck),
         _ => None,
     };
+    // The kernel's share of the terminator's CPU: on loopback most of it is TCP, which every
+    // terminator pays alike; the rest (utime) is the terminator's own code.
+    let server_sys_share = match (s0, s1) {
+        (Some(a), Some(b)) if b.cpu_ticks > a.cpu_ticks => Some(
+            b.sys_ticks.saturating_sub(a.sys_ticks) as f64 / (b.cpu_ticks - a.cpu_ticks) as f64,
+        ),
+        _ => None,
+    };
     let client_cpu = (c1.saturating_sub(c0)) as f64 / tck;
     let backend_cpu = match (b0, b1) {
         (Some(a), Some(b)) => Some((b.cpu_ticks.saturating_sub(a.cpu_ticks)) as f64 / tck),
@@ -424,7 +432,7 @@ pub fn run(a: RunArgs) -> Result<bool, String> {
             "bytes_in": bytes_in, "bytes_out": bytes_out,
             "lat_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max(), "mean": hist.mean(), "n": hist.len()},
             "server_cpu_s": server_cpu, "server_busy": server_cpu.map(|s| s / secs),
-            "server_procs": s1.map(|s| s.procs),
+            "server_procs": s1.map(|s| s.procs), "server_sys_share": server_sys_share,
             "rps_per_cpu_s": per(requests as f64), "hps_per_cpu_s": per(conns as f64),
             "mib_per_cpu_s": per(mib(bytes_in + bytes_out)),
             "client_cpu_s": client_cpu, "client_busy": client_cpu / secs,

@@ -13,6 +13,9 @@ use std::io;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TreeStat {
     pub cpu_ticks: u64,
+    /// The kernel's part of cpu_ticks (stime): what the process spent in system calls and the
+    /// TCP work done on its behalf, beside utime, its own code.
+    pub sys_ticks: u64,
     pub rss_kb: u64,
     pub procs: usize,
 }
@@ -37,8 +40,8 @@ fn page_kb() -> u64 {
     }
 }
 
-/// (ppid, utime + stime) from the text of /proc/<pid>/stat.
-fn parse_stat(s: &str) -> Option<(u32, u64)> {
+/// (ppid, utime + stime, stime) from the text of /proc/<pid>/stat.
+fn parse_stat(s: &str) -> Option<(u32, u64, u64)> {
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = &s[s.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -46,10 +49,10 @@ fn parse_stat(s: &str) -> Option<(u32, u64)> {
     let ppid = f.get(1)?.parse().ok()?;
     let ut: u64 = f.get(11)?.parse().ok()?;
     let st: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, ut + st))
+    Some((ppid, ut + st, st))
 }
 
-fn cpu_and_ppid(pid: u32) -> Option<(u32, u64)> {
+fn cpu_and_ppid(pid: u32) -> Option<(u32, u64, u64)> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
@@ -69,7 +72,7 @@ pub fn tree_pids(root: u32) -> io::Result<Vec<u32>> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some((ppid, _)) = cpu_and_ppid(pid) {
+        if let Some((ppid, _, _)) = cpu_and_ppid(pid) {
             children.entry(ppid).or_default().push(pid);
         }
     }
@@ -93,8 +96,9 @@ pub fn tree(root: u32) -> io::Result<TreeStat> {
     }
     let mut t = TreeStat::default();
     for pid in tree_pids(root)? {
-        if let Some((_, cpu)) = cpu_and_ppid(pid) {
+        if let Some((_, cpu, sys)) = cpu_and_ppid(pid) {
             t.cpu_ticks += cpu;
+            t.sys_ticks += sys;
             t.rss_kb += rss_kb(pid);
             t.procs += 1;
         }
@@ -123,7 +127,7 @@ pub fn machine_ticks() -> (u64, u64, u64) {
 /// CPU ticks this process has used so far (all threads).
 pub fn self_cpu_ticks() -> u64 {
     cpu_and_ppid(std::process::id())
-        .map(|(_, c)| c)
+        .map(|(_, c, _)| c)
         .unwrap_or(0)
 }
 
@@ -134,7 +138,7 @@ mod tests {
     #[test]
     fn parses_names_with_spaces_and_parens() {
         let s = "42 (a b) c)) S 7 42 42 0 -1 4194560 100 0 0 0 15 6 0 0 20 0 1 0 9 1 1";
-        assert_eq!(parse_stat(s), Some((7, 21)));
+        assert_eq!(parse_stat(s), Some((7, 21, 6)));
     }
 
     #[test]
