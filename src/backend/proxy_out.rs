@@ -16,7 +16,7 @@ pub fn header(version: Version, src: SocketAddr, dst: SocketAddr, info: &Session
     match version {
         Version::V1 => proxyproto::encode_v1(src, dst, &mut out),
         Version::V2 => {
-            let mut ssl = Ssl::terminated(info.version, &iana_suite(&info.suite));
+            let mut ssl = Ssl::terminated(info.version, &iana_suite(info.suite));
             if let Some(id) = info.client_cert.verified() {
                 // The client showed a certificate and it verified (mTLS): CERT_CONN and
                 // CERT_SESS, verify 0, and the subject's common name.
@@ -67,7 +67,7 @@ mod tests {
     fn info() -> SessionInfo {
         SessionInfo {
             version: "TLSv1.3",
-            suite: "TLS13_AES_256_GCM_SHA384".into(),
+            suite: "TLS13_AES_256_GCM_SHA384",
             sni: Some("shop.example".into()),
             alpn: Some(b"http/1.1".to_vec()),
             ..SessionInfo::default()

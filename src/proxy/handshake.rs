@@ -23,7 +23,6 @@ use monoio::net::TcpStream;
 use super::bufpool::{BufPool, PoolBuf};
 use crate::frontdoor::admission::{Admission, Kind, Permit};
 use crate::stats::FailReason;
-use crate::tls::hello::{self, Peek};
 use crate::tls::{Accepting, Established, Step, TlsError};
 
 /// Ciphertext read from the client but not yet opened (the client may send its first request
@@ -98,11 +97,14 @@ enum Input {
 /// The slot a handshake needs, once its first flight is all in `first` (`None`: not yet).
 /// What is not a readable ClientHello counts as full: rustls refuses it at no cost, and a
 /// hello this peek misread must not run unbounded.
-fn kind_of(first: &[u8]) -> Option<Kind> {
-    match hello::peek(first) {
-        Peek::Incomplete => None,
-        Peek::Hello(h) if h.resumption => Some(Kind::Resumption),
-        Peek::Hello(_) | Peek::NotHello => Some(Kind::Full),
+/// The hello is read once, by `accepting`, which keeps it for the rest of the handshake.
+fn kind_of(accepting: &mut Accepting, first: &[u8]) -> Option<Kind> {
+    if !accepting.hello_seen(first) {
+        return None;
+    }
+    match accepting.hello() {
+        Some(h) if h.resumption => Some(Kind::Resumption),
+        _ => Some(Kind::Full),
     }
 }
 
@@ -134,7 +136,7 @@ pub async fn run(
     loop {
         if permit.is_none() {
             if let Some(first) = input.pending(start) {
-                match kind_of(first) {
+                match kind_of(&mut accepting, first) {
                     None => {
                         // Not all of the hello yet: read on without giving rustls anything.
                         let read = read_more(stream, pool, &mut accepting, &mut input, &mut start);

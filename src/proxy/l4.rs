@@ -50,6 +50,10 @@ pub async fn serve_connection(ctx: Ctx, client: TcpStream, peer: SocketAddr, loc
                 pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
             drop(lease);
             debug!(%peer, %local, backend = %backend_addr, version = info.version, "connection ended: {outcome}");
+            if ctx.access_log.is_none() {
+                // No log line to write: no string formatted for it.
+                return;
+            }
             let end = outcome.to_string();
             conn_log(
                 &ctx,
@@ -96,7 +100,7 @@ fn conn_log(
         sni: info.and_then(|i| i.sni.as_deref()),
         alpn: info.and_then(|i| i.alpn.as_deref()),
         version: info.map_or("-", |i| i.version),
-        cipher: info.map_or("", |i| i.suite.as_str()),
+        cipher: info.map_or("", |i| i.suite),
         resumed: info.is_some_and(|i| i.resumed),
         backend,
         bytes_to_backend: up,
@@ -222,7 +226,8 @@ async fn start(
             return None;
         }
     };
-    let info = Box::new(session.info.clone());
+    // Moved out, not cloned: the tunnel does not read it (a clone copied the name's string).
+    let info = Box::new(std::mem::take(&mut session.info));
     Some(Started::Tcp {
         tunnel: Box::new(Tunnel::new(session, client, backend, carry)),
         lease,

@@ -22,7 +22,7 @@ use rustls::unbuffered::{ConnectionState, EncodeError};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::record::{self, Version};
-use super::session::{Established, SessionInfo, Step, TlsError};
+use super::session::{suite_name, Established, SessionInfo, Step, TlsError};
 
 /// How a backend's certificate is checked.
 #[derive(Clone)]
@@ -312,9 +312,7 @@ impl Connecting {
                 Version::Tls13 => "TLSv1.3",
                 Version::Tls12 => "TLSv1.2",
             },
-            suite: suite
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
+            suite: suite_name(suite),
             sni: self.sni,
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),

@@ -21,6 +21,8 @@ pub enum Peek {
     Hello(Hello),
 }
 
+use std::borrow::Cow;
+
 const HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
 const EXT_SERVER_NAME: u16 = 0;
@@ -32,7 +34,9 @@ const MAX_HELLO: usize = 1 << 17;
 /// Looks at the records at the front of `buf`: the ClientHello may span several handshake
 /// records (fragmentation is legal), which are joined here.
 pub fn peek(buf: &[u8]) -> Peek {
-    let mut msg: Vec<u8> = Vec::new();
+    // Borrowed while the message is in one record (as from every common client); copied
+    // only to join a fragmented one.
+    let mut msg: Cow<[u8]> = Cow::Borrowed(&[]);
     let mut at = 0;
     loop {
         let Some(header) = buf.get(at..at + 5) else {
@@ -45,7 +49,11 @@ pub fn peek(buf: &[u8]) -> Peek {
         let Some(fragment) = buf.get(at + 5..at + 5 + len) else {
             return Peek::Incomplete;
         };
-        msg.extend_from_slice(fragment);
+        if msg.is_empty() {
+            msg = Cow::Borrowed(fragment);
+        } else {
+            msg.to_mut().extend_from_slice(fragment);
+        }
         at += 5 + len;
         if msg.len() >= 4 {
             if msg[0] != CLIENT_HELLO {

@@ -16,10 +16,58 @@ use rustls::crypto::{aws_lc_rs::cipher_suite, CryptoProvider};
 use rustls::{CipherSuiteCommon, SupportedCipherSuite, Tls13CipherSuite};
 
 /// HKDF over one HMAC algorithm, keyed once per secret.
-pub struct KeyedHkdf(hmac::Algorithm);
+pub struct KeyedHkdf(hmac::Algorithm, &'static LazyLock<ZeroSecret>);
 
-pub static HKDF_SHA256: KeyedHkdf = KeyedHkdf(hmac::HMAC_SHA256);
-pub static HKDF_SHA384: KeyedHkdf = KeyedHkdf(hmac::HMAC_SHA384);
+pub static HKDF_SHA256: KeyedHkdf = KeyedHkdf(hmac::HMAC_SHA256, &ZERO_SHA256);
+pub static HKDF_SHA384: KeyedHkdf = KeyedHkdf(hmac::HMAC_SHA384, &ZERO_SHA384);
+
+/// The TLS 1.3 early secret of every handshake without a PSK, HKDF-Extract(0, 0) (RFC 8446
+/// §7.1), keyed, and the "derived" secret expanded from it: constants of the hash, computed
+/// once instead of in each full handshake (eight SHA-256 compressions: the extract's two keys
+/// and its HMAC, then the expand). Read-only after it is built.
+struct ZeroSecret {
+    key: hmac::Key,
+    /// HKDF-Expand-Label's info for Derive-Secret(early, "derived", ""), whole.
+    derived_info: Vec<u8>,
+    derived: OkmBlock,
+}
+
+static ZERO_SHA256: LazyLock<ZeroSecret> = LazyLock::new(|| ZeroSecret::new(hmac::HMAC_SHA256));
+static ZERO_SHA384: LazyLock<ZeroSecret> = LazyLock::new(|| ZeroSecret::new(hmac::HMAC_SHA384));
+
+impl ZeroSecret {
+    fn new(alg: hmac::Algorithm) -> ZeroSecret {
+        let len = alg.digest_algorithm().output_len();
+        let zeroes = [0u8; OkmBlock::MAX_LEN];
+        let prk = hmac::sign(&hmac::Key::new(alg, &zeroes[..len]), &zeroes[..len]);
+        let expander = Expander::new(alg, prk.as_ref(), None);
+        let empty_hash = aws_lc_rs::digest::digest(alg.digest_algorithm(), &[]);
+        let label = b"tls13 derived";
+        let mut derived_info = (len as u16).to_be_bytes().to_vec();
+        derived_info.push(label.len() as u8);
+        derived_info.extend_from_slice(label);
+        derived_info.push(len as u8);
+        derived_info.extend_from_slice(empty_hash.as_ref());
+        let derived = expander.expand_block(&[&derived_info]);
+        ZeroSecret {
+            key: expander.key,
+            derived_info,
+            derived,
+        }
+    }
+}
+
+/// Whether `parts` joined are `whole`, without joining them.
+fn joined_is(parts: &[&[u8]], whole: &[u8]) -> bool {
+    let mut rest = whole;
+    for part in parts {
+        match rest.strip_prefix(*part) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
 
 impl KeyedHkdf {
     fn len(&self) -> usize {
@@ -31,12 +79,21 @@ impl KeyedHkdf {
         let zeroes = [0u8; OkmBlock::MAX_LEN];
         let salt = salt.unwrap_or(&zeroes[..self.len()]);
         let prk = hmac::sign(&hmac::Key::new(self.0, salt), ikm);
-        Box::new(Expander::new(self.0, prk.as_ref()))
+        Box::new(Expander::new(self.0, prk.as_ref(), None))
     }
 }
 
 impl Hkdf for KeyedHkdf {
     fn extract_from_zero_ikm(&self, salt: Option<&[u8]>) -> Box<dyn HkdfExpander> {
+        if salt.is_none() {
+            // The early secret of a handshake without a PSK: a constant (see `ZeroSecret`).
+            let zero: &'static ZeroSecret = self.1;
+            return Box::new(Expander {
+                key: zero.key.clone(),
+                len: self.len(),
+                zero: Some(zero),
+            });
+        }
         let zeroes = [0u8; OkmBlock::MAX_LEN];
         self.extract(salt, &zeroes[..self.len()])
     }
@@ -46,7 +103,7 @@ impl Hkdf for KeyedHkdf {
     }
 
     fn expander_for_okm(&self, okm: &OkmBlock) -> Box<dyn HkdfExpander> {
-        Box::new(Expander::new(self.0, okm.as_ref()))
+        Box::new(Expander::new(self.0, okm.as_ref(), None))
     }
 
     fn hmac_sign(&self, key: &OkmBlock, message: &[u8]) -> rustls::crypto::hmac::Tag {
@@ -64,13 +121,16 @@ impl Hkdf for KeyedHkdf {
 struct Expander {
     key: hmac::Key,
     len: usize,
+    /// This is the early secret without a PSK, whose "derived" secret is known.
+    zero: Option<&'static ZeroSecret>,
 }
 
 impl Expander {
-    fn new(alg: hmac::Algorithm, prk: &[u8]) -> Expander {
+    fn new(alg: hmac::Algorithm, prk: &[u8], zero: Option<&'static ZeroSecret>) -> Expander {
         Expander {
             key: hmac::Key::new(alg, prk),
             len: alg.digest_algorithm().output_len(),
+            zero,
         }
     }
 }
@@ -100,6 +160,11 @@ impl HkdfExpander for Expander {
     }
 
     fn expand_block(&self, info: &[&[u8]]) -> OkmBlock {
+        if let Some(zero) = self.zero {
+            if joined_is(info, &zero.derived_info) {
+                return zero.derived.clone();
+            }
+        }
         let mut buf = [0u8; OkmBlock::MAX_LEN];
         let out = &mut buf[..self.len];
         self.expand_slice(info, out)
@@ -226,6 +291,50 @@ mod tests {
                 .expand_slice(&info, &mut vec![0u8; 255 * ours.len() + 1])
                 .is_err());
         }
+    }
+
+    /// The precomputed early secret and its "derived" secret are RFC 8448 §3's (a full
+    /// handshake), and they are what the same extract and expand give without the shortcut.
+    #[test]
+    fn zero_early_secret_is_rfc_8448_s() {
+        let e = HKDF_SHA256.extract_from_zero_ikm(None);
+        // As rustls' hkdf_expand_label splits it.
+        let empty = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[]);
+        let info: [&[u8]; 6] = [
+            b"\x00\x20",
+            b"\x0d",
+            b"tls13 ",
+            b"derived",
+            b"\x20",
+            empty.as_ref(),
+        ];
+        let derived = e.expand_block(&info);
+        let want = hex("6f2615a108c702c5678f54fc9dbab69716c076189c48250cebeac3576c3611ba");
+        assert_eq!(derived.as_ref(), &want[..]);
+        let early = hex("33ad0a1c607ec03b09e6cd9893680ce210adf300aa1f2660e1b22e10f170f92a");
+        let mut other = [0u8; 32];
+        e.expand_slice(&[b"other"], &mut other).unwrap();
+        let plain = HKDF_SHA256.expander_for_okm(&OkmBlock::new(&early));
+        let mut want_other = [0u8; 32];
+        plain.expand_slice(&[b"other"], &mut want_other).unwrap();
+        assert_eq!(other, want_other);
+        assert_eq!(plain.expand_block(&info).as_ref(), &want[..]);
+        for (ours, alg) in [
+            (&HKDF_SHA256, hmac::HMAC_SHA256),
+            (&HKDF_SHA384, hmac::HMAC_SHA384),
+        ] {
+            let n = ours.len();
+            let prk = hmac::sign(&hmac::Key::new(alg, &[0u8; 48][..n]), &[0u8; 48][..n]);
+            let fresh = ours.expander_for_okm(&OkmBlock::new(prk.as_ref()));
+            let zero = ours.extract_from_zero_ikm(None);
+            let info = [&ours.1.derived_info[..]];
+            assert_eq!(
+                zero.expand_block(&info).as_ref(),
+                fresh.expand_block(&info).as_ref()
+            );
+        }
+        assert!(joined_is(&[b"ab", b"", b"c"], b"abc"));
+        assert!(!joined_is(&[b"ab"], b"abc") && !joined_is(&[b"abcd"], b"abc"));
     }
 
     #[test]

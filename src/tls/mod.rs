@@ -251,3 +251,19 @@ impl ResolvesServerCert for BySni {
         Some(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The access log's cipher field kept its spelling when it stopped being formatted with
+    /// `Debug` per handshake.
+    #[test]
+    fn suite_names_are_rustls_debug_names() {
+        for s in super::provider().cipher_suites.iter() {
+            assert_eq!(
+                super::session::suite_name(Some(*s)),
+                format!("{:?}", s.suite())
+            );
+        }
+        assert_eq!(super::session::suite_name(None), "");
+    }
+}

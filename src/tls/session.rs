@@ -54,7 +54,9 @@ impl From<RecordError> for TlsError {
 #[derive(Debug, Clone, Default)]
 pub struct SessionInfo {
     pub version: &'static str,
-    pub suite: String,
+    /// rustls' name for the suite (`TLS13_AES_128_GCM_SHA256`): static, so a handshake
+    /// formats no string for it.
+    pub suite: &'static str,
     /// The server name the client asked for (SNI), lower-case.
     pub sni: Option<String>,
     pub alpn: Option<Vec<u8>>,
@@ -194,6 +196,13 @@ impl Accepting {
     /// whether it tries to resume.
     pub fn hello(&self) -> Option<&Hello> {
         self.hello.as_ref()
+    }
+
+    /// Whether the whole ClientHello is in `incoming` (the bytes not yet given to rustls),
+    /// read once for admission and the config choice alike; then see [`hello`](Self::hello).
+    pub fn hello_seen(&mut self, incoming: &[u8]) -> bool {
+        self.peek_hello(incoming);
+        self.hello_done
     }
 
     /// Reads the ClientHello from the bytes not yet given to rustls (which may change them).
@@ -440,9 +449,7 @@ impl Accepting {
                 Version::Tls13 => "TLSv1.3",
                 Version::Tls12 => "TLSv1.2",
             },
-            suite: suite
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
+            suite: suite_name(suite),
             // rustls asks the certificate resolver on resumptions too, so this is always set
             // when the client sent a name (tests/routing.rs checks resumed sessions route).
             sni: self.sni,
@@ -480,6 +487,11 @@ impl Accepting {
             early: self.early,
         })
     }
+}
+
+/// The name of a negotiated suite, as rustls spells it (its `Debug` form for a known suite).
+pub(super) fn suite_name(suite: Option<rustls::SupportedCipherSuite>) -> &'static str {
+    suite.and_then(|s| s.suite().as_str()).unwrap_or("")
 }
 
 fn general(why: &str) -> TlsError {
