@@ -240,3 +240,36 @@ fn an_upgrade_takes_the_bytes_the_ring_already_received() {
     }
     assert_armed(&tern);
 }
+
+#[test]
+fn key_updates_and_close_notify_between_requests() {
+    let certs = Certs::new();
+    let b = TestBackend::start("A");
+    let Some(tern) = start(&certs, &b) else {
+        return;
+    };
+    let mut c = client(&tern, &certs, &TLS13);
+    for i in 0..4 {
+        // A KeyUpdate asking for one back: tern answers it and opens what follows with the
+        // new keys, whether it came in the same ring buffer or the next.
+        c.get_mut().conn.refresh_traffic_keys().unwrap();
+        send(
+            &mut c,
+            format!("GET /n/{} HTTP/1.1\r\nHost: localhost\r\n\r\n", 100 + i).as_bytes(),
+        );
+        let r = read_response(&mut c, false).unwrap();
+        assert_eq!(r.body, pattern(100 + i, 1), "round {i}");
+    }
+    // close_notify after a request: answered, then the connection ends (no hang).
+    send(&mut c, b"GET /name HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    c.get_mut().conn.send_close_notify();
+    c.get_mut().flush().unwrap();
+    assert_eq!(read_response(&mut c, false).unwrap().text(), "A");
+    let mut rest = Vec::new();
+    match c.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    assert!(rest.is_empty());
+    assert_armed(&tern);
+}
