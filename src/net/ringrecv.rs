@@ -7,8 +7,11 @@
 /// The buffer group of every worker's receive ring (one ring per worker, so one group).
 pub const GROUP: u16 = 0;
 
-/// `--uring-recv`: how the tcp-mode pump reads from the client and a plain backend on an
-/// io_uring worker (http mode's request loop and TLS backends read the single way).
+/// `--uring-recv`: how an io_uring worker reads. With `multishot`: the client's records in
+/// tcp mode (the pump, also an http-mode upgrade's tunnel) and in http mode (the request
+/// loop's TLS reader, src/proxy/tlsio/ring.rs), and a plain backend's bytes in tcp mode. Read
+/// the single way whatever the flag: http mode's backend responses, and a TLS backend's
+/// records (its own layer); and everything on the epoll driver.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UringRecv {
     /// A readiness wait while quiet, then one read per chunk into a pool buffer.

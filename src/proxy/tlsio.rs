@@ -15,6 +15,9 @@ use crate::tls::record::{Opener, HEADER_LEN};
 use crate::tls::{Control, Rx, RxEvent, TlsError, Tx};
 use crate::util::baton::Baton;
 
+mod ring;
+use ring::ClientRing;
+
 /// Why reading from or writing to the client failed.
 #[derive(Debug)]
 pub enum ClientError {
@@ -121,7 +124,8 @@ impl ClientOut<'_> {
 }
 
 /// Client records in, a plaintext byte stream out (http mode). Ciphertext and plaintext live
-/// in pooled buffers held only while they hold bytes.
+/// in pooled buffers held only while they hold bytes. With `--uring-recv multishot` the
+/// ciphertext comes from an armed multishot receive instead of single reads (`ring`).
 pub struct TlsReader {
     rx: Rx,
     cipher: Option<PoolBuf>,
@@ -129,6 +133,7 @@ pub struct TlsReader {
     plain: Option<PoolBuf>,
     pstart: usize,
     finished: bool,
+    ring: Option<Box<ClientRing>>,
 }
 
 impl TlsReader {
@@ -145,6 +150,7 @@ impl TlsReader {
             plain: None,
             pstart: 0,
             finished: false,
+            ring: None,
         };
         if !early.is_empty() {
             let mut p = pool.get();
@@ -157,6 +163,12 @@ impl TlsReader {
             r.plain = Some(p);
         }
         Ok(r)
+    }
+
+    /// Arms a multishot receive on the client socket when this worker's ring has the receive
+    /// buffers (`--uring-recv multishot` on io_uring); otherwise reads stay single.
+    pub fn arm(&mut self, client: &Half) {
+        self.ring = ClientRing::arm(client);
     }
 
     /// Plaintext received and not yet consumed.
@@ -204,8 +216,17 @@ impl TlsReader {
     }
 
     /// Hands what is left to a tunnel: (ciphertext not yet opened, plaintext not yet consumed).
-    pub fn into_parts(self, pool: &BufPool) -> (Rx, Carry, Vec<u8>) {
-        let leftover = self.plaintext().to_vec();
+    /// An armed receive is cancelled first and what it already took is opened into the
+    /// plaintext, so the tunnel can arm its own.
+    pub async fn into_parts(
+        mut self,
+        control: &RefCell<Control>,
+        pool: &BufPool,
+    ) -> (Rx, Carry, Vec<u8>) {
+        let mut leftover = self.plaintext().to_vec();
+        if let Some(ring) = self.ring.take() {
+            self.disarm(*ring, &mut leftover, control, pool).await;
+        }
         if let Some(p) = self.plain {
             pool.put(p);
         }
@@ -227,7 +248,10 @@ impl TlsReader {
     ) -> Result<usize, ClientError> {
         let pool = out.pool;
         loop {
-            let added = self.open_records(out.control, pool)?;
+            let mut added = self.open_records(out.control, pool)?;
+            if !self.cipher_pending() && self.ring.as_ref().is_some_and(|r| r.rest.is_some()) {
+                added = self.open_rest(added, out.control, pool)?;
+            }
             if out.control.borrow().reply_due() {
                 out.send_replies().await?;
             }
@@ -241,6 +265,11 @@ impl TlsReader {
         }
     }
 
+    /// Whether the pooled ciphertext buffer holds bytes not yet opened.
+    fn cipher_pending(&self) -> bool {
+        self.cipher.as_ref().is_some_and(|c| self.cstart < c.len())
+    }
+
     fn open_records(
         &mut self,
         control: &RefCell<Control>,
@@ -249,56 +278,31 @@ impl TlsReader {
         let Some(c) = self.cipher.as_mut() else {
             return Ok(0);
         };
-        let mut added = 0;
         let len = c.len();
-        while self.cstart < len {
-            let Some(rec_len) = Opener::record_len(&c.filled()[self.cstart..]) else {
-                break;
-            };
-            // Room for the record's plaintext (at most its body) in the plaintext buffer.
-            let need = rec_len.saturating_sub(HEADER_LEN);
-            let p = self.plain.get_or_insert_with(|| pool.get());
-            if p.capacity() - p.len() < need && self.pstart > 0 {
-                let plen = p.len();
-                p.space().copy_within(self.pstart..plen, 0);
-                p.set_filled(plen - self.pstart);
-                self.pstart = 0;
-            }
-            if p.capacity() - p.len() < need {
-                if added > 0 {
-                    break; // the caller consumes, then calls again
-                }
-                return Err(ClientError::Full);
-            }
-            let opened = self
-                .rx
-                .next(&mut c.space()[self.cstart..len], control)
-                .map_err(ClientError::Tls)?;
-            match opened {
-                None => break,
-                Some((n, RxEvent::Data(r))) => {
-                    let plen = p.len();
-                    let data = &c.filled()[self.cstart + r.start..self.cstart + r.end];
-                    p.space()[plen..plen + data.len()].copy_from_slice(data);
-                    p.set_filled(plen + data.len());
-                    added += data.len();
-                    self.cstart += n;
-                }
-                Some((n, RxEvent::Skip)) => self.cstart += n,
-                Some((n, RxEvent::Closed)) => {
-                    self.cstart += n;
-                    self.finished = true;
-                    break;
-                }
-            }
-        }
+        let added = open_into(
+            &mut self.rx,
+            &mut c.space()[..len],
+            &mut self.cstart,
+            Plain {
+                buf: &mut self.plain,
+                start: &mut self.pstart,
+                finished: &mut self.finished,
+            },
+            0,
+            control,
+            pool,
+        )?;
+        self.drop_drained_plain(pool);
+        Ok(added)
+    }
+
+    fn drop_drained_plain(&mut self, pool: &BufPool) {
         if self.plain.as_ref().is_some_and(|p| p.len() == self.pstart) {
             if let Some(p) = self.plain.take() {
                 pool.put(p);
             }
             self.pstart = 0;
         }
-        Ok(added)
     }
 
     /// Returns once some ciphertext is here (read now, or still unopened from before), or the
@@ -309,15 +313,25 @@ impl TlsReader {
         client: &mut Half,
         pool: &BufPool,
     ) -> Result<(), ClientError> {
-        if self.finished || self.cipher.as_ref().is_some_and(|c| self.cstart < c.len()) {
+        if self.finished
+            || self.cipher_pending()
+            || self.ring.as_ref().is_some_and(|r| r.rest.is_some())
+        {
             return Ok(());
         }
         self.read_more(client, pool).await
     }
 
+    async fn read_more(&mut self, client: &mut Half, pool: &BufPool) -> Result<(), ClientError> {
+        if self.ring.is_some() {
+            return self.read_ring(client, pool).await;
+        }
+        self.read_single(client, pool).await
+    }
+
     /// Reads more ciphertext. With nothing pending, waits for readiness before taking a
     /// buffer, so a keep-alive connection between requests holds none.
-    async fn read_more(&mut self, client: &mut Half, pool: &BufPool) -> Result<(), ClientError> {
+    async fn read_single(&mut self, client: &mut Half, pool: &BufPool) -> Result<(), ClientError> {
         let partial = match self.cipher.take() {
             Some(mut c) if self.cstart < c.len() => {
                 let len = c.len();
@@ -358,4 +372,68 @@ impl TlsReader {
             }
         }
     }
+}
+
+/// The plaintext side [`open_into`] appends to.
+struct Plain<'a> {
+    buf: &'a mut Option<PoolBuf>,
+    start: &'a mut usize,
+    finished: &'a mut bool,
+}
+
+/// Opens the whole records of `c` from `*cstart` on, appending their plaintext to `plain`
+/// (a pooled buffer, taken when needed) until it has no room for the next record. `added`:
+/// plaintext already added by this call's caller (then a full buffer is not an error, the
+/// caller consumes and calls again). Returns `added` plus what this call added.
+fn open_into(
+    rx: &mut Rx,
+    c: &mut [u8],
+    cstart: &mut usize,
+    plain: Plain<'_>,
+    mut added: usize,
+    control: &RefCell<Control>,
+    pool: &BufPool,
+) -> Result<usize, ClientError> {
+    let len = c.len();
+    while *cstart < len {
+        let Some(rec_len) = Opener::record_len(&c[*cstart..]) else {
+            break;
+        };
+        // Room for the record's plaintext (at most its body) in the plaintext buffer.
+        let need = rec_len.saturating_sub(HEADER_LEN);
+        let p = plain.buf.get_or_insert_with(|| pool.get());
+        if p.capacity() - p.len() < need && *plain.start > 0 {
+            let plen = p.len();
+            p.space().copy_within(*plain.start..plen, 0);
+            p.set_filled(plen - *plain.start);
+            *plain.start = 0;
+        }
+        if p.capacity() - p.len() < need {
+            if added > 0 {
+                break; // the caller consumes, then calls again
+            }
+            return Err(ClientError::Full);
+        }
+        let opened = rx
+            .next(&mut c[*cstart..len], control)
+            .map_err(ClientError::Tls)?;
+        match opened {
+            None => break,
+            Some((n, RxEvent::Data(r))) => {
+                let plen = p.len();
+                let data = &c[*cstart + r.start..*cstart + r.end];
+                p.space()[plen..plen + data.len()].copy_from_slice(data);
+                p.set_filled(plen + data.len());
+                added += data.len();
+                *cstart += n;
+            }
+            Some((n, RxEvent::Skip)) => *cstart += n,
+            Some((n, RxEvent::Closed)) => {
+                *cstart += n;
+                *plain.finished = true;
+                break;
+            }
+        }
+    }
+    Ok(added)
 }

@@ -124,6 +124,8 @@ pub async fn serve(
         }
     };
     drop(early);
+    // `--uring-recv multishot` on io_uring: the client's records come from an armed receive.
+    reader.arm(&client_rx);
     let conn = Http {
         ctx: &ctx,
         out: ClientOut {
@@ -152,7 +154,7 @@ pub async fn serve(
     let Some(Sending { half, tx }) = conn.out.sending.into_inner() else {
         return;
     };
-    let (rx, carry, to_backend) = reader.into_parts(&ctx.bufs);
+    let (rx, carry, to_backend) = reader.into_parts(&control, &ctx.bufs).await;
     let tunnel = Box::new(Tunnel {
         rx,
         tx,
