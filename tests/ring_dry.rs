@@ -81,7 +81,7 @@ type Upload = (u8, usize, Option<usize>);
 
 /// The backend. The first two bytes name the connection: `U seed` reads nothing until
 /// `release`, then checks the upload to EOF; `D seed` sends `BULK` bytes of pattern and FIN;
-/// `E _` echoes. Small receive buffers (inherited from the listener) make tern's writes block
+/// `H _` reads to EOF, then answers on `release`; `E _` echoes. Small receive buffers (inherited from the listener) make tern's writes block
 /// early.
 fn backend(release: Arc<AtomicBool>, uploads: mpsc::Sender<Upload>) -> SocketAddr {
     let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
@@ -113,6 +113,12 @@ fn serve(mut s: TcpStream, release: &AtomicBool, uploads: &mpsc::Sender<Upload>)
             wait_flag(release);
             let got = read_checked(&mut s, seed).unwrap_or((0, Some(0)));
             let _ = uploads.send((seed, got.0, got.1));
+        }
+        b'H' => {
+            // Half-closed: the client's close_notify came through as FIN; answer on release.
+            let _ = std::io::copy(&mut s, &mut std::io::sink());
+            wait_flag(release);
+            let _ = s.write_all(b"bye");
         }
         b'D' => {
             for at in (0..BULK).step_by(64 * 1024) {
@@ -299,6 +305,78 @@ fn a_dry_ring_falls_back_to_single_reads_loses_nothing_and_arms_again() {
         "dry reads with the ring free: the receives were not armed again"
     );
     for (s, _, _) in echoes {
+        assert!(close(s).is_empty());
+    }
+}
+
+/// A client direction that has ended (close_notify) calls its receive off: bytes a client
+/// sends after its close_notify, which nothing reads (as with single reads, they wait in the
+/// socket), must not sit in ring buffers for as long as the backend takes to answer. Held,
+/// `HALF_CLOSED` connections' would take the whole ring and send the echoes the single way.
+#[test]
+fn bytes_after_close_notify_hold_no_ring_buffers() {
+    const HALF_CLOSED: u8 = 24;
+    let certs = Certs::new();
+    let release = Arc::new(AtomicBool::new(false));
+    let (up_tx, _up_rx) = mpsc::channel();
+    let back = backend(release.clone(), up_tx);
+    let args = tern_args(
+        &certs,
+        back,
+        &["--uring-recv", "multishot", "--metrics", "127.0.0.1:0"],
+    );
+    let tern = Tern::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let log = tern.log_text();
+    if !log.contains("recv=multishot") {
+        eprintln!("no multishot receive here (kernel or driver); skipped\n{log}");
+        return;
+    }
+    let metrics = metrics_addr(&tern);
+    let addr = tern.addr();
+    let certs = Arc::new(certs);
+    let (sent_tx, sent_rx) = mpsc::channel();
+    let halves: Vec<_> = (0..HALF_CLOSED)
+        .map(|seed| {
+            let (certs, release, sent) = (certs.clone(), release.clone(), sent_tx.clone());
+            thread::spawn(move || {
+                let mut s = client(addr, &certs);
+                s.write_all(&[b'H', seed]).unwrap();
+                s.conn.send_close_notify();
+                s.flush().unwrap();
+                // Five ring buffers' worth, past the close_notify, on the raw socket.
+                let _ = s.sock.write_all(&[0x17; 5 * 32 * 1024]);
+                let _ = sent.send(());
+                wait_flag(&release);
+                // The backend's answer (tern may reset after it: unread bytes at close).
+                let mut back = Vec::new();
+                let _ = s.read_to_end(&mut back);
+            })
+        })
+        .collect();
+    for _ in 0..HALF_CLOSED {
+        sent_rx
+            .recv_timeout(LONG)
+            .expect("a half-closed client wrote");
+    }
+    let mut echoes: Vec<TlsStream> = (0..ECHOES)
+        .map(|i| {
+            let mut s = client(addr, &certs);
+            s.write_all(&[b'E', 200 + i]).unwrap();
+            s
+        })
+        .collect();
+    for (i, s) in echoes.iter_mut().enumerate() {
+        for round in 0..8 {
+            echo(s, round * 64 * 1024, 64 * 1024, 200 + i as u8);
+        }
+    }
+    let dry = sum(&scrape(metrics), COUNTER, &[]);
+    release.store(true, SeqCst);
+    for h in halves {
+        h.join().expect("half-closed client");
+    }
+    assert_eq!(dry, 0, "half-closed connections held the ring");
+    for s in echoes {
         assert!(close(s).is_empty());
     }
 }
