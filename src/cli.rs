@@ -361,9 +361,10 @@ pub struct Tuning {
     pub uring_restrict: Toggle,
     /// How tcp mode receives from clients and plain backends on io_uring: single = a readiness
     /// wait, then one read per chunk into a pooled buffer; multishot = one armed receive per
-    /// socket into the worker's provided-buffer ring (Linux 6.0; holds no buffer while idle).
-    /// Where the kernel refuses the buffer ring, and on epoll, workers read as with single.
-    #[arg(long, value_enum, default_value_t = UringRecv::Single)]
+    /// socket into the worker's provided-buffer ring (Linux 6.0; holds no buffer while idle),
+    /// the default. Where the kernel refuses the buffer ring, and on epoll, workers read as
+    /// with single.
+    #[arg(long, value_enum, default_value_t = UringRecv::Multishot)]
     pub uring_recv: UringRecv,
     /// More log output (-v debug: one line per connection error, -vv trace).
     #[arg(short, long, action = ArgAction::Count)]

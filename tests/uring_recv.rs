@@ -1,7 +1,8 @@
 //! `--uring-recv multishot` end to end: a restricted io_uring worker receives its clients'
 //! records through one armed multishot receive per connection (records opened in place in the
 //! ring buffers, records cut at a buffer's end completed in a pooled one), says so in its start
-//! line, and the epoll driver and the default read the single way and say so too.
+//! line, and does so by default; the epoll driver and `--uring-recv single` read the single way
+//! and say so too.
 
 mod common;
 
@@ -95,6 +96,22 @@ fn many_connections_share_the_ring_and_a_quiet_one_comes_back() {
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{} bytes after close", rest.len());
+}
+
+#[test]
+fn multishot_is_the_default() {
+    let certs = Certs::new();
+    // Started directly, so TERN_TEST_URING_RECV (which would add the flag) does not apply.
+    let args = tern_args(&certs, echo_backend(), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tern = Tern::start_program(env!("CARGO_BIN_EXE_tern"), &args);
+    if !kernel_has_multishot(&tern) {
+        return;
+    }
+    let log = tern.log_text();
+    assert!(log.contains("recv=multishot"), "{log}");
+    let mut s = connect(tern.addr(), &certs.client(&[&TLS13])).unwrap();
+    echo_in_chunks(&mut s, 1 << 20, 64 * 1024, 5);
 }
 
 #[test]

@@ -188,6 +188,15 @@ fn connection_families(workers: &[(Labels, &WorkerStats)]) -> Vec<Family> {
         ),
         per_worker(
             workers,
+            "tern_uring_recv_ring_empty",
+            Kind::Counter,
+            "Multishot receives (--uring-recv multishot) that found the worker's receive buffer \
+             ring empty, every buffer held by busy connections: the connection read once the \
+             single way, then armed its receive again.",
+            |w| Value::Count(w.recv_ring_empty.get()),
+        ),
+        per_worker(
+            workers,
             "tern_connections_denied",
             Kind::Counter,
             "Connections closed at accept because their address is denied (--deny), not \
@@ -473,6 +482,7 @@ mod tests {
         w1.refused_at_limit.add(2);
         w1.open.add(3);
         w1.uring_restricted.set(1);
+        w1.recv_ring_empty.add(19);
         w1.bytes_to_backend.add(100);
         w1.bytes_to_client.add(200);
         w1.backend_connect_failures.inc();
@@ -516,6 +526,7 @@ mod tests {
             "tern_connections_open{worker=\"1\"} 3",
             "tern_worker_uring_restricted{worker=\"0\"} 0",
             "tern_worker_uring_restricted{worker=\"1\"} 1",
+            "tern_uring_recv_ring_empty_total{worker=\"1\"} 19",
             "tern_connections_denied_total{worker=\"1\"} 8",
             "tern_connections_refused_per_ip_total{worker=\"1\"} 9",
             "tern_proxy_header_refused_total{worker=\"1\"} 10",

@@ -15,8 +15,9 @@ pub const GROUP: u16 = 0;
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UringRecv {
     /// A readiness wait while quiet, then one read per chunk into a pool buffer.
-    #[default]
     Single,
-    /// One multishot receive per connection into the worker's provided-buffer ring.
+    /// One multishot receive per connection into the worker's provided-buffer ring (the
+    /// default: fewer submissions per byte, and an idle connection holds no buffer).
+    #[default]
     Multishot,
 }

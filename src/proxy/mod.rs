@@ -56,7 +56,7 @@ impl Default for Settings {
             keepalive: pool::KeepAlive::default(),
             http: HttpSettings::default(),
             buf_size: 32 * 1024,
-            uring_recv: crate::net::ringrecv::UringRecv::Single,
+            uring_recv: crate::net::ringrecv::UringRecv::Multishot,
         }
     }
 }

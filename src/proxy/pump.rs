@@ -486,7 +486,15 @@ impl Pump<'_> {
 
     async fn client_records(&self, c: &mut ClientSide) -> Result<(), Side> {
         if c.ring.is_some() {
-            return self.client_records_multishot(c).await;
+            let result = self.client_records_multishot(c).await;
+            if result.is_ok() {
+                // Ended (close_notify or FIN): call the receive off. Bytes a client sends
+                // after its close_notify are never read (with single reads they wait in the
+                // socket); an armed receive would hold QUEUE_LIMIT ring buffers of them for
+                // as long as the backend takes to answer.
+                c.ring = None;
+            }
+            return result;
         }
         loop {
             if self.flush_pooled(c).await? {

@@ -82,6 +82,9 @@ pub struct WorkerStats {
     pub open: Counter,
     /// 1 once the worker serves on a ring with io_uring restrictions, 0 otherwise (a gauge).
     pub uring_restricted: Counter,
+    /// Multishot receives the kernel ended because the worker's receive buffer ring was empty
+    /// (every buffer held by busy connections), each followed by one read the single way.
+    pub recv_ring_empty: Counter,
     /// Handshakes by TLS version, outcome and resumption, and how long the completed ones took.
     pub handshakes: Handshakes,
     /// Time to establish each successful backend connection (TCP or Unix socket).
@@ -107,6 +110,7 @@ impl Default for WorkerStats {
             bytes_to_client: Counter::new(),
             open: Counter::new(),
             uring_restricted: Counter::new(),
+            recv_ring_empty: Counter::new(),
             handshakes: Handshakes::default(),
             connect_time: Histogram::new(Bounds::CONNECT),
             http: HttpStats::default(),

@@ -37,8 +37,9 @@ impl Tern {
     }
 
     /// `TERN_TEST_URING_RECV=multishot|single` in the test's environment adds
-    /// `--uring-recv VALUE` to every tern started here, so whole suites run either way
-    /// (`TERN_TEST_URING_RECV=multishot cargo test --test tcp_mode`).
+    /// `--uring-recv VALUE` to every tern started here that does not choose itself, so whole
+    /// suites run either way (multishot is the default: `TERN_TEST_URING_RECV=single cargo
+    /// test --test tcp_mode`).
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Tern {
         let recv = std::env::var("TERN_TEST_URING_RECV").ok();
         let mut args = args.to_vec();

@@ -15,7 +15,8 @@
 //! as with single reads) and arms it again once they are taken. Should the ring still run dry
 //! (`ENOBUFS`: every buffer held by busy connections), the kernel ends the receive with the
 //! bytes still in the socket: this direction then reads once the single way (readiness,
-//! pooled buffer) and arms again.
+//! pooled buffer) and arms again, counted in `tern_uring_recv_ring_empty_total` (tests/ring_dry.rs
+//! drives a ring dry end to end).
 
 use std::io;
 
@@ -115,6 +116,7 @@ impl Pump<'_> {
                 .expect("multishot direction without its receive");
             if ring.dry {
                 ring.dry = false;
+                self.stats.recv_ring_empty.inc();
                 if self.read_single(c).await? {
                     return Ok(());
                 }
@@ -194,6 +196,7 @@ impl Pump<'_> {
                 .expect("multishot direction without its receive");
             let got = if ring.dry {
                 ring.dry = false;
+                self.stats.recv_ring_empty.inc();
                 let limit = self.pool.size() - super::RECORD_SLACK;
                 let input = self
                     .read_pooled(b.half.half_mut(), FROM_BACKEND, limit)
