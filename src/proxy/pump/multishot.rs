@@ -27,9 +27,9 @@ use super::{
     backend_io, client_io, open_records, BackendSide, ClientSide, Pump, Side, FROM_BACKEND,
     FROM_CLIENT,
 };
-use crate::net::ringrecv;
+use crate::net::ringrecv::{self, complete_record};
 use crate::net::split::Half;
-use crate::tls::record::{copy_in_pieces, Opener, HEADER_LEN};
+use crate::tls::record::copy_in_pieces;
 
 /// Filled ring buffers one connection may have waiting while it writes to the backend: 4 of
 /// the worker's 64 (128 KiB), so a dozen stalled backends still leave the ring to the rest.
@@ -78,28 +78,6 @@ impl Ring {
             Some(got) => got,
             None => self.rx.next().await,
         }
-    }
-}
-
-/// Copies from the front of `from` into the pooled buffer `b` (a partial record at its front)
-/// until the record there is whole, `from` is used up, or `b` is full (a record longer than
-/// any allowed: opening its header then fails). Returns the bytes taken.
-fn complete_record(b: &mut super::PoolBuf, from: &[u8]) -> usize {
-    let mut taken = 0;
-    loop {
-        let have = b.len();
-        let want = match Opener::record_len(b.filled()) {
-            Some(len) => len.saturating_sub(have),
-            None => HEADER_LEN - have,
-        };
-        let n = want.min(from.len() - taken).min(b.space().len() - have);
-        if n == 0 {
-            return taken;
-        }
-        // Opened in place next: see copy_in_pieces for why not one memcpy.
-        copy_in_pieces(&mut b.space()[have..have + n], &from[taken..taken + n]);
-        b.set_filled(have + n);
-        taken += n;
     }
 }
 

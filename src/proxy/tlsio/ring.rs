@@ -20,10 +20,10 @@ use monoio::buf_ring::{MultishotRecv, RingBuf};
 use tracing::debug;
 
 use super::{open_into, ClientError, Plain, TlsReader};
-use crate::net::bufpool::{BufPool, PoolBuf};
-use crate::net::ringrecv;
+use crate::net::bufpool::BufPool;
+use crate::net::ringrecv::{self, complete_record};
 use crate::net::split::Half;
-use crate::tls::record::{copy_in_pieces, Opener, HEADER_LEN};
+use crate::tls::record::{copy_in_pieces, Opener};
 use crate::tls::{Control, RxEvent};
 
 /// Filled ring buffers a connection may have waiting untaken while its request loop is busy
@@ -52,28 +52,6 @@ impl ClientRing {
                 None
             }
         }
-    }
-}
-
-/// Copies from the front of `from` into `b` (a partial record at its front) until the record
-/// is whole, `from` is used up, or `b` is full (a record longer than any allowed: opening its
-/// header then fails). Returns the bytes taken.
-fn complete_record(b: &mut PoolBuf, from: &[u8]) -> usize {
-    let mut taken = 0;
-    loop {
-        let have = b.len();
-        let want = match Opener::record_len(b.filled()) {
-            Some(len) => len.saturating_sub(have),
-            None => HEADER_LEN - have,
-        };
-        let n = want.min(from.len() - taken).min(b.space().len() - have);
-        if n == 0 {
-            return taken;
-        }
-        // Opened in place next: see copy_in_pieces for why not one memcpy.
-        copy_in_pieces(&mut b.space()[have..have + n], &from[taken..taken + n]);
-        b.set_filled(have + n);
-        taken += n;
     }
 }
 
