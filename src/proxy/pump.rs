@@ -226,7 +226,13 @@ pub async fn run(
         carry,
         to_backend,
         to_client,
-    } = *t;
+    } = {
+        // The box is moved into this block, so it is freed here: destructuring `*t` in place
+        // would keep its allocation (a `Tunnel`, 864 bytes) until `run` returns, that is, for
+        // the connection's whole life.
+        let boxed = t;
+        *boxed
+    };
     // Keep both sockets open past the futures below, to choose how each is closed.
     let (client, backend) = (crx.keep(), brx.keep());
     let pump = Pump {

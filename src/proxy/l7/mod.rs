@@ -98,16 +98,22 @@ pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    session: Established,
+    session: Box<Established>,
     carry: Carry,
 ) {
+    // Boxed in, and unboxed in a block (which frees the box at once): an `async fn` keeps its
+    // arguments for its whole life beside the locals made from them, so an `Established` (0.9
+    // KiB) taken by value would be held twice by every keep-alive connection.
     let Established {
         rx,
         tx,
         control,
         info,
         early,
-    } = session;
+    } = {
+        let boxed = session;
+        *boxed
+    };
     // PROXY headers for the pools that send them, with the address the client reached.
     let mut proxy_headers: [Option<Rc<[u8]>>; 2] = [None, None];
     for v in ctx.pools.iter().filter_map(|p| p.proxy_protocol()) {
@@ -165,7 +171,9 @@ pub async fn serve(
         to_backend,
         to_client: leftover,
     });
-    let (outcome, _) = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats).await;
+    // Boxed: it is larger than the keep-alive state, which would otherwise be sized for it.
+    let pump = pump::run(tunnel, &ctx.bufs, ctx.settings.idle_timeout, &ctx.stats);
+    let (outcome, _) = Box::pin(pump).await;
     debug!(%peer, %local, "upgraded connection ended: {outcome}");
     drop(keep);
 }

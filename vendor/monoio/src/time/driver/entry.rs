@@ -574,7 +574,10 @@ impl Drop for TimerEntry {
     }
 }
 
-#[cfg_attr(target_arch = "x86_64", repr(align(128)))]
-#[cfg_attr(not(target_arch = "x86_64"), repr(align(64)))]
+// TERN PATCH: no cache-line alignment. Upstream (after tokio) aligns these to 128 bytes against
+// false sharing between threads, but monoio's timers never leave their thread. The alignment
+// made a `Sleep` 640 bytes and gave every future holding one (each tern connection's task)
+// 128-byte alignment and its padding, per idle connection.
 #[derive(Debug, Default)]
 struct CachePadded<T>(T);
+// END TERN PATCH
