@@ -16,7 +16,8 @@
 # workloads are hs, keepalive and bulk-down. TERN_BIN=/path/tern profiles another binary, so
 # two builds can be compared instruction for instruction; do that with --serial (one
 # connection at a time): how many requests one wake-up of tern serves changes its
-# instructions per request, and a busier machine batches more.
+# instructions per request, and a busier machine batches more. TERN_FLAGS adds flags to tern's
+# command line (e.g. TERN_FLAGS="--uring-recv single"), as for run.sh.
 #
 # Needs what bench-env/run.sh installs (nginx as the backend, openssl, valgrind) and release
 # builds of tern and tern-loadgen (`cargo build --release --workspace`). Uses ports 24443 and
@@ -81,7 +82,7 @@ start_tern() {
 	shift 2
 	taskset -c 0 "$@" "$TERN" --listen 127.0.0.1:24443 --cert "$OUT/cert.pem" --key "$OUT/key.pem" \
 		--backend 127.0.0.1:24080 --mode "$mode" --workers 1 --cores 0 --tickets "$tickets" \
-		--idle-timeout 600s -q 2>>"$OUT/tern.log" &
+		--idle-timeout 600s -q ${TERN_FLAGS:-} 2>>"$OUT/tern.log" &
 	TERN_PID=$!
 	wait_port 24443 || { echo "tern did not start (see $OUT/tern.log)" >&2; exit 1; }
 }
