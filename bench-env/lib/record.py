@@ -28,9 +28,27 @@ def summary(r):
     s += f", terminator CPU {f(r['server_busy'], 2)}, p50/p99/p99.9 {lat['p50']}/{lat['p99']}/{lat['p999']} us"
     if r.get("errors"):
         s += f", {r['errors']} errors"
-    if (r.get("other_busy") or 0) > 0.15:
-        s += f" (noisy: {r['other_busy']:.2f} CPU used by other processes)"
+    why = noisy(r)
+    if why:
+        s += f" (noisy: {why})"
     return s
+
+
+# Above this share of a CPU taken from the run, by other processes or by the hypervisor
+# (steal: a vCPU not running at all), a measurement is noisy. Same as report.py's NOISY.
+NOISY = 0.15
+
+
+def noisy(r):
+    """Why a measurement is noisy, or None."""
+    secs = r.get("secs") or 0
+    steal = (r.get("steal_s") or 0) / secs if secs else 0
+    out = []
+    if (r.get("other_busy") or 0) > NOISY:
+        out.append(f"{r['other_busy']:.2f} CPU used by other processes")
+    if steal > NOISY:
+        out.append(f"{steal:.2f} CPU stolen by the hypervisor")
+    return ", ".join(out) or None
 
 
 def main():
@@ -63,6 +81,10 @@ def main():
             why = f"held {r.get('conns')} of {expect} connections ({r.get('errors')} errors)"
     elif not r.get("requests") or r.get("server_cpu_s") is None:
         why = f"no requests completed ({r.get('errors')} errors; see logs/loadgen.log)"
+    elif retry and noisy(r):
+        # A noisy first attempt is run once more; the second one counts, noisy or not (and
+        # is marked so in the report).
+        why = f"noisy: {noisy(r)}"
     if why and retry:
         print(why)
         return 3

@@ -109,8 +109,11 @@ def notes(r):
         n.append("backend over a Unix socket")
     if r.get("tool") and wl.startswith("toolcheck"):
         n.append(r["tool"])
+    secs = r.get("secs") or 0
     if (r.get("other_busy") or 0) > NOISY:
         n.append(f"NOISY: {r['other_busy']:.2f} CPU used by other processes")
+    if secs and (r.get("steal_s") or 0) / secs > NOISY:
+        n.append(f"NOISY: {r['steal_s'] / secs:.2f} CPU stolen by the hypervisor")
     return "; ".join(n)
 
 
@@ -397,7 +400,8 @@ def main():
            "rate = what the load generator got (on a small machine often the limit of the client's core); "
            "terminator CPU = CPU-seconds the terminator used per second (1.00 = one core busy); of it kernel = "
            "the share of that CPU time spent in the kernel (stime ÷ utime + stime; on loopback mostly TCP); "
-           "rows marked NOISY had other processes using the machine.", ""]
+           "rows marked NOISY had other processes using the machine, or the hypervisor took (steal) more than "
+           "0.15 of a CPU; a noisy measurement is run once more and the second one is recorded.", ""]
     md += detail_table(measured)
     others = [r for r in skipped if r.get("for") != "scaling"]
     if others:
