@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod client;
 pub mod client_auth;
+mod established;
 pub mod hello;
 pub mod hkdf;
 pub mod identity;
