@@ -132,16 +132,8 @@ fn serve(mut s: TcpStream, release: &AtomicBool, uploads: &mpsc::Sender<Upload>)
             return;
         }
         _ => {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if s.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                }
+            if !echo_until_eof(&mut s) {
+                return;
             }
         }
     }
@@ -176,14 +168,11 @@ fn close(mut s: TlsStream) -> Vec<u8> {
     read_to_end(&mut s).unwrap()
 }
 
-#[test]
-fn a_dry_ring_falls_back_to_single_reads_loses_nothing_and_arms_again() {
-    let certs = Certs::new();
-    let release = Arc::new(AtomicBool::new(false));
-    let (up_tx, up_rx) = mpsc::channel();
-    let back = backend(release.clone(), up_tx);
+/// tern with one multishot worker and metrics, or None (and a note) where the kernel or the
+/// driver has no multishot receive.
+fn start_multishot(certs: &Certs, back: SocketAddr) -> Option<(Tern, SocketAddr, SocketAddr)> {
     let args = tern_args(
-        &certs,
+        certs,
         back,
         &["--uring-recv", "multishot", "--metrics", "127.0.0.1:0"],
     );
@@ -191,10 +180,22 @@ fn a_dry_ring_falls_back_to_single_reads_loses_nothing_and_arms_again() {
     let log = tern.log_text();
     if !log.contains("recv=multishot") {
         eprintln!("no multishot receive here (kernel or driver); skipped\n{log}");
-        return;
+        return None;
     }
     let metrics = metrics_addr(&tern);
     let addr = tern.addr();
+    Some((tern, metrics, addr))
+}
+
+#[test]
+fn a_dry_ring_falls_back_to_single_reads_loses_nothing_and_arms_again() {
+    let certs = Certs::new();
+    let release = Arc::new(AtomicBool::new(false));
+    let (up_tx, up_rx) = mpsc::channel();
+    let back = backend(release.clone(), up_tx);
+    let Some((tern, metrics, addr)) = start_multishot(&certs, back) else {
+        return;
+    };
     let certs = Arc::new(certs);
 
     let uploads: Vec<_> = (0..UPLOADS)
@@ -320,19 +321,9 @@ fn bytes_after_close_notify_hold_no_ring_buffers() {
     let release = Arc::new(AtomicBool::new(false));
     let (up_tx, _up_rx) = mpsc::channel();
     let back = backend(release.clone(), up_tx);
-    let args = tern_args(
-        &certs,
-        back,
-        &["--uring-recv", "multishot", "--metrics", "127.0.0.1:0"],
-    );
-    let tern = Tern::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let log = tern.log_text();
-    if !log.contains("recv=multishot") {
-        eprintln!("no multishot receive here (kernel or driver); skipped\n{log}");
+    let Some((_tern, metrics, addr)) = start_multishot(&certs, back) else {
         return;
-    }
-    let metrics = metrics_addr(&tern);
-    let addr = tern.addr();
+    };
     let certs = Arc::new(certs);
     let (sent_tx, sent_rx) = mpsc::channel();
     let halves: Vec<_> = (0..HALF_CLOSED)

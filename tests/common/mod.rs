@@ -389,19 +389,26 @@ where
 /// Echoes until EOF, then closes its write side.
 pub fn echo_backend() -> SocketAddr {
     backend(|mut s| {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
+        if echo_until_eof(&mut s) {
+            let _ = s.shutdown(Shutdown::Write);
+        }
+    })
+}
+
+/// Writes back what `s` reads until EOF (true) or an error (false).
+pub fn echo_until_eof(s: &mut TcpStream) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Err(_) => return false,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    return false;
                 }
             }
         }
-        let _ = s.shutdown(Shutdown::Write);
-    })
+    }
 }
 
 /// An address nothing listens on.
