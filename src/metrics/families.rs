@@ -190,9 +190,10 @@ fn connection_families(workers: &[(Labels, &WorkerStats)]) -> Vec<Family> {
             workers,
             "tern_uring_recv_ring_empty",
             Kind::Counter,
-            "Multishot receives (--uring-recv multishot) that found the worker's receive buffer \
-             ring empty, every buffer held by busy connections: the connection read once the \
-             single way, then armed its receive again.",
+            "Multishot receives (--uring-recv multishot) of tcp mode's pump that found the \
+             worker's receive buffer ring empty, every buffer held by busy connections: the \
+             connection read once the single way, then armed its receive again (http mode's \
+             request loop falls back the same way, not counted here).",
             |w| Value::Count(w.recv_ring_empty.get()),
         ),
         per_worker(

@@ -261,16 +261,7 @@ pub(super) fn proxy_header(
 
 #[cfg(test)]
 mod tests {
-    /// The size of the future an async fn returns, without calling it.
-    fn future_size4<A, B, C, D, F: std::future::Future>(_: impl Fn(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    fn future_size6<A, B, C, D, E, G, F: std::future::Future>(
-        _: impl Fn(A, B, C, D, E, G) -> F,
-    ) -> usize {
-        std::mem::size_of::<F>()
-    }
+    use crate::util::future_size::{of4 as future_size4, of6 as future_size6};
 
     /// A connection's task is allocated once, at its largest state, for its whole life: the
     /// handshake, the backend connect, and each mode's long-lived part are boxed so that an

@@ -4,6 +4,8 @@
 pub mod baton;
 pub mod cpus;
 pub mod duration;
+#[cfg(test)]
+pub mod future_size;
 pub mod latch;
 pub mod poll;
 pub mod size;

@@ -231,16 +231,7 @@ impl Acceptor {
 
 #[cfg(test)]
 mod tests {
-    /// The size of the future a function of six arguments returns, without calling it.
-    fn future_size6<A, B, C, D, E, G, F: std::future::Future>(
-        _: impl Fn(A, B, C, D, E, G) -> F,
-    ) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    fn future_size4<A, B, C, D, F: std::future::Future>(_: impl Fn(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
+    use crate::util::future_size::{of4 as future_size4, of6 as future_size6};
 
     /// The spawned task wraps the connection's future without a second copy of it or of its
     /// arguments (as an `async fn` wrapper kept: 3.4 KiB around a 3 KiB future).
