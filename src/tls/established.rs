@@ -9,11 +9,11 @@ use std::ops::Range;
 use rustls::client::ClientConnectionData;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
-use rustls::ConnectionTrafficSecrets;
 
 use super::posthandshake::{Asked, Joiner};
 use super::record::{self, Opener, RecordError, Sealer, Version};
 use super::session::{SessionInfo, TlsError};
+use super::traffic::{NextKeys, TrafficSecrets};
 
 /// A session after the handshake, in parts the two directions of a connection can own.
 pub struct Established {
@@ -46,28 +46,41 @@ impl Control {
         self.decline_renegotiation || self.tx_updates_due > 0
     }
 
-    fn next(&mut self, tx: bool) -> Result<(u64, ConnectionTrafficSecrets), TlsError> {
+    /// The keys one direction moves to at a TLS 1.3 key update (`key_len`: its AEAD's).
+    fn next(&mut self, tx: bool, key_len: usize) -> Result<NextKeys, TlsError> {
         let r = match (&mut self.kernel, tx) {
+            (Kernel::Own(s), _) => return Ok(s.update(tx, key_len)),
+            (Kernel::None, _) => return Err(RecordError::Exhausted.into()),
             (Kernel::Server(k), true) => k.update_tx_secret(),
             (Kernel::Server(k), false) => k.update_rx_secret(),
             (Kernel::Client(k), true) => k.update_tx_secret(),
             (Kernel::Client(k), false) => k.update_rx_secret(),
         };
-        r.map_err(TlsError::Protocol)
+        let (_, secrets) = r.map_err(TlsError::Protocol)?;
+        NextKeys::from_rustls(&secrets)
+            .ok_or_else(|| RecordError::Unexpected("cipher suite").into())
+    }
+
+    /// Whether this connection still holds rustls' key schedule (for tests: a server
+    /// connection should not).
+    #[cfg(test)]
+    pub(super) fn keeps_rustls_schedule(&self) -> bool {
+        matches!(self.kernel, Kernel::Server(_) | Kernel::Client(_))
     }
 }
 
-/// The key schedule rustls hands over: a server's (client connections) or a client's
-/// (backend connections, which also take session tickets).
+/// The key schedule after the handshake.
 pub(super) enum Kernel {
-    Server(KernelConnection<ServerConnectionData>),
-    Client(KernelConnection<ClientConnectionData>),
-}
-
-impl From<KernelConnection<ServerConnectionData>> for Kernel {
-    fn from(k: KernelConnection<ServerConnectionData>) -> Kernel {
-        Kernel::Server(k)
-    }
+    /// A TLS 1.3 server connection's own (`tls::traffic`): its two traffic secrets.
+    Own(TrafficSecrets),
+    /// Nothing to update: a TLS 1.2 server connection, whose keys never change.
+    None,
+    /// rustls' server-side schedule: kept only when the secrets could not be taken
+    /// (`tls::capture`). Boxed, as the next: inline, its 576 bytes would size every
+    /// connection's `Control`, whichever variant it holds.
+    Server(Box<KernelConnection<ServerConnectionData>>),
+    /// rustls' client-side one (backend connections), which also takes session tickets.
+    Client(Box<KernelConnection<ClientConnectionData>>),
 }
 
 impl Control {
@@ -195,8 +208,8 @@ impl Rx {
         match asked {
             Asked::Nothing => {}
             Asked::KeyUpdate { reply } => {
-                let (seq, secrets) = control.borrow_mut().next(false)?;
-                self.opener.rekey(seq, &secrets)?;
+                let keys = control.borrow_mut().next(false, self.opener.key_len())?;
+                self.opener.rekey(&keys)?;
                 if reply {
                     let mut c = control.borrow_mut();
                     c.tx_updates_due = (c.tx_updates_due + 1).min(MAX_UPDATES_DUE);
@@ -267,8 +280,8 @@ impl Tx {
         }
         let msg = [KEY_UPDATE, 0, 0, 1, 0];
         let n = self.sealer.seal(record::HANDSHAKE, &msg, out)?;
-        let (seq, secrets) = control.borrow_mut().next(true)?;
-        self.sealer.rekey(seq, &secrets)?;
+        let keys = control.borrow_mut().next(true, self.sealer.key_len())?;
+        self.sealer.rekey(&keys)?;
         Ok(n)
     }
 
@@ -306,7 +319,7 @@ impl Established {
             version,
             limit,
             secrets,
-            Kernel::Client(kernel),
+            Kernel::Client(Box::new(kernel)),
             info,
             Vec::new(),
         )
@@ -347,5 +360,16 @@ impl Established {
 impl Control {
     fn is_client(&self) -> bool {
         matches!(self.kernel, Kernel::Client(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connection holds a `Control` for its whole life: it is its two traffic secrets
+    /// and a few flags, not rustls' key schedule (576 bytes inline while it was kept).
+    #[test]
+    fn a_connections_key_schedule_is_small() {
+        let control = std::mem::size_of::<super::Control>();
+        assert!(control <= 128, "Control is {control} bytes");
     }
 }

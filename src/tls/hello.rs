@@ -10,6 +10,9 @@ pub struct Hello {
     pub sni: Option<String>,
     /// Offers a TLS 1.3 pre-shared key or a non-empty TLS 1.2 session ticket.
     pub resumption: bool,
+    /// The ClientHello's random, which names the handshake to rustls' key-log hook
+    /// (`tls::capture`).
+    pub random: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,11 +114,14 @@ impl<'a> Reader<'a> {
 
 fn parse_body(body: &[u8]) -> Option<Hello> {
     let mut r = Reader(body);
-    r.take(2 + 32)?; // legacy_version, random
+    r.take(2)?; // legacy_version
+    let mut hello = Hello {
+        random: r.take(32)?.try_into().ok()?,
+        ..Hello::default()
+    };
     r.vec8()?; // legacy_session_id
     r.vec16()?; // cipher_suites
     r.vec8()?; // legacy_compression_methods
-    let mut hello = Hello::default();
     if r.0.is_empty() {
         return Some(hello); // no extensions (old clients)
     }
@@ -219,11 +225,14 @@ mod tests {
     #[test]
     fn reads_the_name_from_a_real_client_hello() {
         let flight = client_hello("Shop.Example.com");
+        // record header 5, handshake header 4, legacy_version 2: then the random.
+        let random = flight[11..43].try_into().unwrap();
         assert_eq!(
             peek(&flight),
             Peek::Hello(Hello {
                 sni: Some("shop.example.com".into()),
-                resumption: false
+                resumption: false,
+                random,
             })
         );
         for cut in [0, 3, 5, 40, flight.len() - 1] {

@@ -213,6 +213,12 @@ fn key_updates_in_both_directions() {
     let (server, roots) = server_and_roots();
     for suite in all_suites().into_iter().filter(|s| s.tls13().is_some()) {
         let mut p = connect(&server, &client_config(&roots, suite));
+        // tern updates keys from its own copy of the traffic secrets (`tls::traffic`):
+        // rustls' key schedule was dropped at the hand-over.
+        assert!(
+            !p.server.control.borrow().keeps_rustls_schedule(),
+            "{suite:?}"
+        );
         for round in 0..3 {
             // The client updates its keys and asks tern to update its own.
             p.client.refresh_traffic_keys().unwrap();
@@ -224,6 +230,28 @@ fn key_updates_in_both_directions() {
                 p.server_to_client(b"reply"),
                 b"reply",
                 "{suite:?} round {round}"
+            );
+        }
+    }
+}
+
+/// No server connection keeps rustls' key schedule: a TLS 1.3 one has its traffic secrets, a
+/// TLS 1.2 one never updates keys; resumed or not.
+#[test]
+fn no_server_connection_keeps_rustls_key_schedule() {
+    let (server, roots) = server_and_roots();
+    for suite in all_suites() {
+        let cfg = client_config(&roots, suite);
+        for round in ["full", "resumed"] {
+            let p = connect(&server, &cfg);
+            assert_eq!(
+                p.server.info.resumed,
+                round == "resumed",
+                "{suite:?} {round}"
+            );
+            assert!(
+                !p.server.control.borrow().keeps_rustls_schedule(),
+                "{suite:?} {round}"
             );
         }
     }

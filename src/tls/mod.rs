@@ -2,6 +2,7 @@
 //! sans-IO [`ServerSession`]. Nothing outside this module calls rustls directly, so the TLS
 //! engine (buffered or unbuffered rustls, kTLS later) can change without touching the proxy.
 
+mod capture;
 pub mod certs;
 pub mod client;
 pub mod client_auth;
@@ -15,6 +16,7 @@ pub mod record;
 mod session;
 pub mod store;
 pub mod tickets;
+mod traffic;
 pub mod warmup;
 
 #[cfg(test)]
@@ -191,8 +193,10 @@ fn server_config(
         auth_index,
     }));
     cfg.alpn_protocols = settings.alpn.clone();
-    // After the handshake tern protects records itself (see `record`).
+    // After the handshake tern protects records itself (see `record`), and updates TLS 1.3
+    // keys from the traffic secrets its key-log hook takes (see `capture`).
     cfg.enable_secret_extraction = true;
+    cfg.key_log = Arc::new(capture::Capture);
     if let Some(master) = &settings.tickets {
         cfg.session_storage = ServerSessionMemoryCache::new(4096);
         // Tickets under a client-auth setting are bound to it (see `ClientAuth::context`).

@@ -22,6 +22,8 @@ use aws_lc_rs::aead::{
 };
 use rustls::ConnectionTrafficSecrets;
 
+use super::traffic::NextKeys;
+
 pub const HEADER_LEN: usize = 5;
 /// Largest plaintext fragment a record may carry (2^14).
 pub const MAX_FRAGMENT: usize = 16384;
@@ -127,6 +129,22 @@ impl DirectionKeys {
         })
     }
 
+    /// The keys after a TLS 1.3 key update (same AEAD; the sequence starts again at 0).
+    fn updated(&self, next: &NextKeys) -> Result<DirectionKeys, RecordError> {
+        let key = UnboundKey::new(self.key.algorithm(), next.key())
+            .map_err(|_| RecordError::Unexpected("key"))?;
+        Ok(DirectionKeys {
+            key: LessSafeKey::new(key),
+            iv: *next.iv(),
+            seq: 0,
+        })
+    }
+
+    /// The AEAD's key length (what a key update derives).
+    fn key_len(&self) -> usize {
+        self.key.algorithm().key_len()
+    }
+
     /// Takes the current sequence number and advances it; refuses to wrap.
     fn next_seq(&mut self) -> Result<u64, RecordError> {
         let seq = self.seq;
@@ -203,13 +221,15 @@ impl Sealer {
     }
 
     /// Replaces the key after a key update; sequence numbers restart.
-    pub fn rekey(
-        &mut self,
-        seq: u64,
-        secrets: &ConnectionTrafficSecrets,
-    ) -> Result<(), RecordError> {
-        self.keys = DirectionKeys::new(seq, secrets)?;
+    /// Switches to the keys of a TLS 1.3 key update, under the same AEAD.
+    pub fn rekey(&mut self, keys: &NextKeys) -> Result<(), RecordError> {
+        self.keys = self.keys.updated(keys)?;
         Ok(())
+    }
+
+    /// Bytes of key a key update derives for this direction's AEAD.
+    pub fn key_len(&self) -> usize {
+        self.keys.key_len()
     }
 
     /// Seals one record of type `typ` carrying `payload` into the front of `out`; returns its
@@ -366,13 +386,15 @@ impl Opener {
         })
     }
 
-    pub fn rekey(
-        &mut self,
-        seq: u64,
-        secrets: &ConnectionTrafficSecrets,
-    ) -> Result<(), RecordError> {
-        self.keys = DirectionKeys::new(seq, secrets)?;
+    /// Switches to the keys of a TLS 1.3 key update, under the same AEAD.
+    pub fn rekey(&mut self, keys: &NextKeys) -> Result<(), RecordError> {
+        self.keys = self.keys.updated(keys)?;
         Ok(())
+    }
+
+    /// Bytes of key a key update derives for this direction's AEAD.
+    pub fn key_len(&self) -> usize {
+        self.keys.key_len()
     }
 
     /// The length of the whole record at the front of `buf`, once its header is there.

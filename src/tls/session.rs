@@ -11,6 +11,8 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError};
 use rustls::ServerConfig;
 
+use super::capture::Watch;
+use super::established::Kernel;
 use super::hello::{self, Hello, Peek};
 use super::identity::{ClientCert, ClientIdentity};
 use super::record::{self, Opener, RecordError, Version};
@@ -112,6 +114,9 @@ pub struct Accepting {
     /// could not be read; rustls then has the last word).
     hello: Option<Hello>,
     hello_done: bool,
+    /// Takes the TLS 1.3 traffic secrets as rustls derives them, named by the hello's random
+    /// (`tls::capture`): with them the connection drops rustls' key schedule at the hand-over.
+    watch: Option<Watch>,
     /// `--strict-sni` refused the name.
     unrecognized: bool,
     /// Certificates with different client-auth settings: the config is chosen by the
@@ -159,6 +164,7 @@ impl Accepting {
             sni: None,
             hello: None,
             hello_done: false,
+            watch: None,
             unrecognized: false,
             choose,
             asks_cert,
@@ -212,6 +218,7 @@ impl Accepting {
             Peek::Incomplete => {}
             Peek::NotHello => self.hello_done = true,
             Peek::Hello(h) => {
+                self.watch = Watch::new(h.random);
                 self.hello = Some(h);
                 self.hello_done = true;
             }
@@ -223,6 +230,8 @@ impl Accepting {
     /// many bytes of `incoming` were consumed, and what to do next; or, when the handshake
     /// fails, what to send before closing.
     pub fn step(&mut self, incoming: &mut [u8], out: &mut [u8]) -> Result<(usize, Step), Refusal> {
+        // Read before rustls sees it (usually already, for admission), so the watch is set.
+        self.peek_hello(incoming);
         match self.choose_config(incoming) {
             Ok(true) => {}
             Ok(false) => return Ok((0, Step::NeedMore)),
@@ -464,7 +473,14 @@ impl Accepting {
         let (secrets, kernel) = conn
             .dangerous_into_kernel_connection()
             .map_err(TlsError::Protocol)?;
-        Established::new(version, limit, secrets, kernel.into(), info, self.early)
+        // rustls' schedule (and its 800 bytes) is kept only when tern has no secrets of its
+        // own to update from: a ClientHello it could not read, or one it saw twice at once.
+        let kernel = match (version, self.watch.and_then(Watch::take)) {
+            (Version::Tls12, _) => Kernel::None,
+            (Version::Tls13, Some(own)) => Kernel::Own(own),
+            (Version::Tls13, None) => Kernel::Server(Box::new(kernel)),
+        };
+        Established::new(version, limit, secrets, kernel, info, self.early)
     }
 }
 
