@@ -117,3 +117,15 @@ impl Half {
 pub fn is_cancelled(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ECANCELED) | Some(libc::EINTR))
 }
+
+#[cfg(test)]
+mod tests {
+    /// Each socket half shares one allocation holding the stream for the connection's life:
+    /// a descriptor, not cached addresses (vendor/monoio/TERN-PATCH.md, sixth change: 80
+    /// bytes a TCP stream while it cached them).
+    #[test]
+    fn a_stream_half_is_small() {
+        let stream = std::mem::size_of::<super::Stream>();
+        assert!(stream <= 24, "a stream is {stream} bytes");
+    }
+}

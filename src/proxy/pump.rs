@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::{select, try_join, Either};
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::Canceller;
+use monoio::io::{CancelHandle, Canceller};
 use monoio::net::TcpStream;
 
 use super::bufpool::{BufPool, PoolBuf};
@@ -157,7 +157,9 @@ struct Pump<'a> {
     out: ClientOut<'a>,
     last_io: Cell<Instant>,
     /// Per direction: calls off that direction's pending read when the connection goes quiet.
-    cancel: [RefCell<Canceller>; 2],
+    /// Made by the first single read (each is an allocation): a direction read through
+    /// multishot receive never needs one.
+    cancel: [RefCell<Option<Canceller>>; 2],
     released: Cell<bool>,
     /// Per direction: bytes have arrived since the connection was last quiet. A direction
     /// that has not seen any waits for readiness before taking a buffer, so a connection that
@@ -331,6 +333,14 @@ impl Pump<'_> {
         self.moved[dir].set(self.moved[dir].get() + n);
     }
 
+    /// What a single read in direction `dir` registers with, so the watcher can call it off.
+    fn cancel_handle(&self, dir: usize) -> CancelHandle {
+        self.cancel[dir]
+            .borrow_mut()
+            .get_or_insert_with(Canceller::new)
+            .handle()
+    }
+
     fn touch(&self) {
         self.last_io.set(Instant::now());
         self.released.set(false);
@@ -419,8 +429,11 @@ impl Pump<'_> {
             let release_at = last + RELEASE_AFTER;
             let next = if !self.released.get() && now >= release_at {
                 for c in &self.cancel {
-                    let old = std::mem::take(&mut *c.borrow_mut());
-                    *c.borrow_mut() = old.cancel();
+                    let old = c.borrow_mut().take();
+                    if let Some(old) = old {
+                        // The next read makes a new one.
+                        drop(old.cancel());
+                    }
                 }
                 self.released.set(true);
                 // Let the directions settle into their readiness waits, then look again.
@@ -446,7 +459,7 @@ impl Pump<'_> {
                 self.waiting[dir].set(false);
                 ready?;
             }
-            let handle = self.cancel[dir].borrow().handle();
+            let handle = self.cancel_handle(dir);
             let buf = self.pool.get();
             let (res, buf) = half.cancelable_read(buf.slice_mut(..limit), handle).await;
             let buf = buf.into_inner();
@@ -593,7 +606,7 @@ impl Pump<'_> {
             }
             Some(b) => {
                 let at = b.len();
-                let handle = self.cancel[FROM_CLIENT].borrow().handle();
+                let handle = self.cancel_handle(FROM_CLIENT);
                 let (res, slice) = c.half.cancelable_read(b.slice_mut(at..), handle).await;
                 let b = slice.into_inner();
                 match res {
@@ -702,7 +715,7 @@ impl Pump<'_> {
                 }
                 Some(buf) => {
                     let at = buf.len();
-                    let handle = self.cancel[FROM_BACKEND].borrow().handle();
+                    let handle = self.cancel_handle(FROM_BACKEND);
                     let (res, slice) = b.half.cancelable_read(buf.slice_mut(at..), handle).await;
                     let mut buf = slice.into_inner();
                     match res {

@@ -1,5 +1,5 @@
+// TERN PATCH: `cell::UnsafeCell` no longer used (sixth change).
 use std::{
-    cell::UnsafeCell,
     future::Future,
     io,
     net::{SocketAddr, ToSocketAddrs},
@@ -544,23 +544,18 @@ impl tokio::io::AsyncWrite for TcpStream {
     }
 }
 
+// TERN PATCH: no cached addresses (sixth change in TERN-PATCH.md): the two cached
+// `Option<SocketAddr>` were 64 of a stream's 80 bytes, held by every connection for its life.
 struct StreamMeta {
     socket: Option<socket2::Socket>,
-    meta: UnsafeCell<Meta>,
 }
-
-#[derive(Debug, Default, Clone)]
-struct Meta {
-    local_addr: Option<SocketAddr>,
-    peer_addr: Option<SocketAddr>,
-}
+// END TERN PATCH
 
 impl StreamMeta {
     #[cfg(unix)]
     fn new(fd: RawFd) -> Self {
         Self {
             socket: unsafe { Some(socket2::Socket::from_raw_fd(fd)) },
-            meta: Default::default(),
         }
     }
 
@@ -570,45 +565,26 @@ impl StreamMeta {
     fn new(fd: RawSocket) -> Self {
         Self {
             socket: unsafe { Some(socket2::Socket::from_raw_socket(fd)) },
-            meta: Default::default(),
         }
     }
 
+    // TERN PATCH: asked of the kernel each time (sixth change in TERN-PATCH.md).
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        let meta = unsafe { &mut *self.meta.get() };
-        if let Some(addr) = meta.local_addr {
-            return Ok(addr);
-        }
-
-        let ret = self
-            .socket
+        self.socket
             .as_ref()
             .unwrap()
             .local_addr()
-            .map(|addr| addr.as_socket().expect("tcp socket is expected"));
-        if let Ok(addr) = ret {
-            meta.local_addr = Some(addr);
-        }
-        ret
+            .map(|addr| addr.as_socket().expect("tcp socket is expected"))
     }
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
-        let meta = unsafe { &mut *self.meta.get() };
-        if let Some(addr) = meta.peer_addr {
-            return Ok(addr);
-        }
-
-        let ret = self
-            .socket
+        self.socket
             .as_ref()
             .unwrap()
             .peer_addr()
-            .map(|addr| addr.as_socket().expect("tcp socket is expected"));
-        if let Ok(addr) = ret {
-            meta.peer_addr = Some(addr);
-        }
-        ret
+            .map(|addr| addr.as_socket().expect("tcp socket is expected"))
     }
+    // END TERN PATCH
 
     fn no_delay(&self) -> io::Result<bool> {
         self.socket.as_ref().unwrap().nodelay()
