@@ -274,7 +274,8 @@ mod tests {
         let task = future_size4(super::serve_connection);
         let pump = future_size4(super::super::pump::run);
         assert!(task <= 512, "connection task is {task} bytes");
-        assert!(pump <= 1408, "pump state is {pump} bytes");
+        // 1,280 bytes is one of mimalloc's size classes; the next is 1,536.
+        assert!(pump <= 1280, "pump state is {pump} bytes");
         // http mode's keep-alive state (4.1 KiB while it took the `Established` by value).
         let http = future_size6(super::super::l7::serve);
         assert!(http <= 2368, "http-mode state is {http} bytes");

@@ -477,7 +477,7 @@ impl Accepting {
         // own to update from: a ClientHello it could not read, or one it saw twice at once.
         let kernel = match (version, self.watch.and_then(Watch::take)) {
             (Version::Tls12, _) => Kernel::None,
-            (Version::Tls13, Some(own)) => Kernel::Own(own),
+            (Version::Tls13, Some(own)) => Kernel::Own(Box::new(own)),
             (Version::Tls13, None) => Kernel::Server(Box::new(kernel)),
         };
         Established::new(version, limit, secrets, kernel, info, self.early)
