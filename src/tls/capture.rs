@@ -78,29 +78,31 @@ impl Watch {
 
     /// The secrets, once the handshake has derived both (`None` otherwise).
     pub fn take(self) -> Option<TrafficSecrets> {
-        SLOTS.with_borrow_mut(|slots| {
-            let at = slots
-                .iter()
-                .position(|s| s.client_random == self.client_random)?;
-            let slot = slots.swap_remove(at);
-            TrafficSecrets::new(slot.rx?, slot.tx?)
-        })
+        let slot = self.remove()?;
+        TrafficSecrets::new(slot.rx?, slot.tx?)
+    }
+
+    /// Takes this handshake's slot off the list (`None` once taken). `try_with`: a watch
+    /// dropped while the thread itself ends has no list left.
+    fn remove(&self) -> Option<Slot> {
+        SLOTS
+            .try_with(|s| {
+                let mut slots = s.borrow_mut();
+                let at = slots
+                    .iter()
+                    .position(|s| s.client_random == self.client_random)?;
+                Some(slots.swap_remove(at))
+            })
+            .ok()
+            .flatten()
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         // Already gone when taken; a failed handshake's secrets are wiped here (`Secret`'s
-        // drop). `try_with`: a watch dropped while the thread itself ends has nothing to do.
-        let _ = SLOTS.try_with(|s| {
-            let mut slots = s.borrow_mut();
-            if let Some(at) = slots
-                .iter()
-                .position(|s| s.client_random == self.client_random)
-            {
-                slots.swap_remove(at);
-            }
-        });
+        // drop).
+        drop(self.remove());
     }
 }
 

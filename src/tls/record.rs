@@ -18,7 +18,7 @@ use std::fmt;
 use std::ops::Range;
 
 use aws_lc_rs::aead::{
-    Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305,
+    Aad, Algorithm, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM, CHACHA20_POLY1305,
 };
 use rustls::ConnectionTrafficSecrets;
 
@@ -111,32 +111,32 @@ struct DirectionKeys {
 
 impl DirectionKeys {
     fn new(seq: u64, secrets: &ConnectionTrafficSecrets) -> Result<DirectionKeys, RecordError> {
-        let (alg, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
+        let alg = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { .. } => &AES_128_GCM,
+            ConnectionTrafficSecrets::Aes256Gcm { .. } => &AES_256_GCM,
+            ConnectionTrafficSecrets::Chacha20Poly1305 { .. } => &CHACHA20_POLY1305,
             _ => return Err(RecordError::Unexpected("cipher suite")),
         };
-        let key = UnboundKey::new(alg, key.as_ref()).map_err(|_| RecordError::Unexpected("key"))?;
-        let iv: [u8; 12] = iv
-            .as_ref()
-            .try_into()
-            .map_err(|_| RecordError::Unexpected("iv length"))?;
-        Ok(DirectionKeys {
-            key: LessSafeKey::new(key),
-            iv,
-            seq,
-        })
+        let keys =
+            NextKeys::from_rustls(secrets).ok_or(RecordError::Unexpected("key or iv length"))?;
+        DirectionKeys::with(alg, &keys, seq)
     }
 
     /// The keys after a TLS 1.3 key update (same AEAD; the sequence starts again at 0).
     fn updated(&self, next: &NextKeys) -> Result<DirectionKeys, RecordError> {
-        let key = UnboundKey::new(self.key.algorithm(), next.key())
-            .map_err(|_| RecordError::Unexpected("key"))?;
+        DirectionKeys::with(self.key.algorithm(), next, 0)
+    }
+
+    fn with(
+        alg: &'static Algorithm,
+        keys: &NextKeys,
+        seq: u64,
+    ) -> Result<DirectionKeys, RecordError> {
+        let key = UnboundKey::new(alg, keys.key()).map_err(|_| RecordError::Unexpected("key"))?;
         Ok(DirectionKeys {
             key: LessSafeKey::new(key),
-            iv: *next.iv(),
-            seq: 0,
+            iv: *keys.iv(),
+            seq,
         })
     }
 
@@ -220,8 +220,8 @@ impl Sealer {
         self.keys.seq >= self.limit.saturating_sub(1024)
     }
 
-    /// Replaces the key after a key update; sequence numbers restart.
-    /// Switches to the keys of a TLS 1.3 key update, under the same AEAD.
+    /// Switches to the keys of a TLS 1.3 key update, under the same AEAD; sequence numbers
+    /// restart.
     pub fn rekey(&mut self, keys: &NextKeys) -> Result<(), RecordError> {
         self.keys = self.keys.updated(keys)?;
         Ok(())

@@ -172,13 +172,13 @@ impl Accepting {
             shown: 0,
         })
     }
-    /// With per-certificate client authentication: waits for the whole ClientHello, then
-    /// starts rustls on the config of the name it asks for. `false`: not all here yet.
-    fn choose_config(&mut self, incoming: &[u8]) -> Result<bool, TlsError> {
+    /// With per-certificate client authentication: waits for the whole ClientHello (read by
+    /// `step` just before), then starts rustls on the config of the name it asks for.
+    /// `false`: not all here yet.
+    fn choose_config(&mut self) -> Result<bool, TlsError> {
         if self.choose.is_none() {
             return Ok(true);
         }
-        self.peek_hello(incoming);
         if !self.hello_done {
             return Ok(false);
         }
@@ -232,7 +232,7 @@ impl Accepting {
     pub fn step(&mut self, incoming: &mut [u8], out: &mut [u8]) -> Result<(usize, Step), Refusal> {
         // Read before rustls sees it (usually already, for admission), so the watch is set.
         self.peek_hello(incoming);
-        match self.choose_config(incoming) {
+        match self.choose_config() {
             Ok(true) => {}
             Ok(false) => return Ok((0, Step::NeedMore)),
             Err(e) => return Err(self.refusal(e, Own::Alert, out, 0)),

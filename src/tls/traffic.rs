@@ -110,7 +110,8 @@ impl NextKeys {
         &self.iv
     }
 
-    /// The same, from what rustls' key schedule hands out (backend connections keep it).
+    /// The same, from what rustls hands out (a connection's first keys, and the key updates
+    /// of connections that keep rustls' schedule).
     pub fn from_rustls(s: &ConnectionTrafficSecrets) -> Option<NextKeys> {
         let (key, iv) = match s {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv }
